@@ -1,0 +1,33 @@
+# The two commands a newcomer needs: `make bench` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SRC := batchq tests benchmarks
+
+.PHONY: test bench lint typecheck unit clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $@
+
+## make test: unit + integration tests (real memcached), mypy --strict, ruff
+test: $(VENV)/.installed
+	bash scripts/ensure-memcached.sh
+	$(BIN)/ruff check $(SRC)
+	$(BIN)/ruff format --check $(SRC)
+	$(BIN)/mypy --strict batchq tests/typing
+	$(BIN)/python -m pytest
+
+## make bench: the benchmark suite on the embedded cache (and a real memcached when present)
+bench: $(VENV)/.installed
+	$(BIN)/python -m benchmarks
+
+unit: $(VENV)/.installed
+	$(BIN)/python -m pytest -m "not memcached"
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

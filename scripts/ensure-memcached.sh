@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Makes sure a memcached binary exists; the tests start their own servers on free 127.0.0.1 ports.
+# Installs Debian's package when it is missing (CI and fresh machines run as root).
+set -euo pipefail
+if command -v memcached >/dev/null 2>&1; then
+    exit 0
+fi
+if [ "$(id -u)" != "0" ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "memcached is not installed and cannot be installed here (need root and apt-get)." >&2
+    echo "Install it yourself (e.g. 'apt-get install memcached'); memcached tests will be skipped." >&2
+    exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+# Never let the package start a system-wide daemon: the tests start their own, on free ports.
+policy_created=0
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    policy_created=1
+fi
+apt-get install -y -qq memcached >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq memcached; }
+if [ "$policy_created" = "1" ]; then rm -f /usr/sbin/policy-rc.d; fi
+command -v memcached

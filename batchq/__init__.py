@@ -1,0 +1,89 @@
+"""batchq: write data access one key at a time; batchq fetches every key needed at once together.
+
+Public names only; the implementation lives in private modules. Importing batchq has no side
+effects.
+"""
+
+from ._batch import BatchBase as BatchBase
+from ._batch import BatchItemBase as BatchItemBase
+from ._contexts import AsyncContext as AsyncContext
+from ._contexts import NonAsyncContext as NonAsyncContext
+from ._contexts import YieldInNonAsyncContextError as YieldInNonAsyncContextError
+from ._decorators import AsyncFunction as AsyncFunction
+from ._decorators import BoundAsyncFunction as BoundAsyncFunction
+from ._decorators import PureAsyncFunction as PureAsyncFunction
+from ._decorators import asynq as asynq
+from ._errors import AsyncTaskCancelledError as AsyncTaskCancelledError
+from ._errors import AsyncTaskError as AsyncTaskError
+from ._errors import AsyncTaskResult as AsyncTaskResult
+from ._errors import BatchCancelledError as BatchCancelledError
+from ._errors import BatchingError as BatchingError
+from ._errors import BatchqError as BatchqError
+from ._errors import DeadlockError as DeadlockError
+from ._errors import DependencyCycleError as DependencyCycleError
+from ._errors import FetchResultError as FetchResultError
+from ._errors import FutureIsAlreadyComputed as FutureIsAlreadyComputed
+from ._errors import SyncCallInAsyncError as SyncCallInAsyncError
+from ._errors import YieldTypeError as YieldTypeError
+from ._futures import ConstFuture as ConstFuture
+from ._futures import ErrorFuture as ErrorFuture
+from ._futures import Future as Future
+from ._futures import FutureBase as FutureBase
+from ._futures import none_future as none_future
+from ._loader import Loader as Loader
+from ._scheduler import Instrument as Instrument
+from ._scheduler import RunStats as RunStats
+from ._scheduler import Scheduler as Scheduler
+from ._scheduler import get_active_task as get_active_task
+from ._scheduler import get_scheduler as get_scheduler
+from ._task import AsyncTask as AsyncTask
+from ._task import result as result
+
+# asynq's name for the scheduler class.
+TaskScheduler = Scheduler
+
+__all__ = [
+    # decorating and calling
+    "asynq",
+    "AsyncFunction",
+    "BoundAsyncFunction",
+    "PureAsyncFunction",
+    "AsyncTask",
+    "result",
+    # futures
+    "FutureBase",
+    "Future",
+    "ConstFuture",
+    "ErrorFuture",
+    "none_future",
+    # batching
+    "Loader",
+    "BatchBase",
+    "BatchItemBase",
+    # contexts
+    "AsyncContext",
+    "NonAsyncContext",
+    # the scheduler
+    "Scheduler",
+    "TaskScheduler",
+    "RunStats",
+    "Instrument",
+    "get_scheduler",
+    "get_active_task",
+    # errors
+    "BatchqError",
+    "YieldTypeError",
+    "DeadlockError",
+    "DependencyCycleError",
+    "FutureIsAlreadyComputed",
+    "BatchingError",
+    "BatchCancelledError",
+    "FetchResultError",
+    "SyncCallInAsyncError",
+    "YieldInNonAsyncContextError",
+    "AsyncTaskError",
+    "AsyncTaskCancelledError",
+    "AsyncTaskResult",
+]
+
+__version__ = "0.1.0"

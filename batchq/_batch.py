@@ -1,0 +1,143 @@
+"""The batch protocol: requests pending in a round are grouped per source and flushed together.
+
+``BatchBase``/``BatchItemBase`` keep asynq's protocol (``items``, ``_try_switch_active_batch``,
+``_flush``, ``_cancel``, ``set_value``/``set_error``) so batches written for asynq work unchanged.
+The scheduler calls :meth:`BatchBase.flush` once per batch; ``flush`` never raises an ``Exception``:
+a failure reaches every item of the batch instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from ._errors import BatchCancelledError, BatchingError
+from ._futures import NOT_COMPUTED, FutureBase
+
+__all__ = ["BatchBase", "BatchItemBase"]
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+class BatchBase(FutureBase[None]):
+    """A group of requests to one source, flushed in one call."""
+
+    # No __slots__ restriction for subclasses written for asynq, which add attributes freely.
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: list[BatchItemBase[Any]] = []
+
+    def is_flushed(self) -> bool:
+        return self._value is not NOT_COMPUTED
+
+    def is_cancelled(self) -> bool:
+        return self._value is not NOT_COMPUTED and self._error is not None
+
+    def is_empty(self) -> bool:
+        return not self.items
+
+    def get_priority(self) -> tuple[int, int]:
+        """Kept for asynq compatibility; batchq flushes every pending batch each round."""
+        return (0, len(self.items))
+
+    def name(self) -> str:
+        """How statistics, traces and assertion messages call this batch's source."""
+        return type(self).__qualname__
+
+    def flush(self) -> None:
+        """Flush once: switch the active batch, run ``_flush``, and make sure every item is done."""
+        if self._value is not NOT_COMPUTED:
+            msg = f"{self.name()} batch is already flushed or cancelled; it cannot flush again"
+            raise BatchingError(msg)
+        self._try_switch_active_batch()
+        error: BaseException | None = None
+        try:
+            self._flush()
+        except Exception as e:
+            error = e
+        if error is not None:
+            self._value = None
+            self._error = error
+            self._fail_items(error)
+            self._cancel()
+            return
+        self._value = None
+        unset = [item for item in self.items if item._value is NOT_COMPUTED]
+        if unset:
+            self._fail_items(
+                BatchingError(
+                    f"{type(self).__name__}._flush() left {len(unset)} of {len(self.items)} "
+                    f"items without a value (first: {unset[0]!r}); _flush() must call "
+                    "set_value() or set_error() on every item"
+                )
+            )
+
+    def cancel(self, error: BaseException | None = None) -> None:
+        """Give up on the batch: every pending item gets ``error``. Never raises."""
+        if self._value is not NOT_COMPUTED:
+            return
+        self._try_switch_active_batch()
+        if error is None:
+            error = BatchCancelledError(f"{self.name()} batch was cancelled before it was flushed")
+        self._value = None
+        self._error = error
+        self._fail_items(error)
+        try:
+            self._cancel()
+        except Exception:
+            pass  # cancel must never raise; the items already carry the error
+
+    def _fail_items(self, error: BaseException) -> None:
+        for item in self.items:
+            if item._value is NOT_COMPUTED:
+                item._value = None
+                item._error = error
+
+    def _compute(self) -> None:
+        self.flush()
+
+    def _flush(self) -> None:
+        """Send every item's request to the source and set each item's value or error."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _flush()")
+
+    def _cancel(self) -> None:
+        """Discard whatever the source holds for this batch (optional)."""
+
+    def _try_switch_active_batch(self) -> None:
+        """Make later requests go to a new batch: this one is about to flush."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement _try_switch_active_batch()"
+        )
+
+    def __repr__(self) -> str:
+        if self._value is NOT_COMPUTED:
+            state = "pending"
+        elif self._error is not None:
+            state = "cancelled" if isinstance(self._error, BatchCancelledError) else "failed"
+        else:
+            state = "flushed"
+        return f"<{type(self).__name__} {state}, {len(self.items)} items>"
+
+
+class BatchItemBase(FutureBase[T_co]):
+    """One request inside a batch; its value arrives when the batch flushes."""
+
+    __slots__ = ("batch", "index")
+
+    def __init__(self, batch: BatchBase) -> None:
+        self._value = NOT_COMPUTED
+        self._error = None
+        self._waiters = None
+        if batch._value is not NOT_COMPUTED:
+            msg = (
+                f"cannot add an item to {batch!r}: it is already flushed; "
+                "_try_switch_active_batch() should have made a new active batch"
+            )
+            raise BatchingError(msg)
+        self.batch = batch
+        self.index = len(batch.items)
+        batch.items.append(self)
+
+    def _compute(self) -> None:
+        from ._scheduler import run_future
+
+        run_future(self)

@@ -1,0 +1,336 @@
+"""``@asynq()``: ``f(x)`` runs to the end and returns the value; ``f.asynq(x)`` returns a task.
+
+Typed with ParamSpec so that ``f.asynq(x)`` is ``AsyncTask[T]`` for a function returning ``T``
+(or a generator returning ``T``). Method binding is written here rather than on
+``qcore.decorators.DecoratorBase`` because that erases the signature to ``Callable[..., T]`` and
+adds a binder call on every method call.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Callable, Generator
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
+
+from ._scheduler import run_sync
+from ._task import AsyncTask
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # pragma: no cover - exercised on 3.10 only
+    from typing_extensions import Self
+
+__all__ = [
+    "asynq",
+    "AsyncFunction",
+    "PureAsyncFunction",
+    "BoundAsyncFunction",
+    "AsyncStaticMethod",
+    "AsyncClassMethod",
+]
+
+P = ParamSpec("P")
+P2 = ParamSpec("P2")
+T = TypeVar("T")
+S = TypeVar("S")
+
+_WRAPPER_ASSIGNMENTS = ("__module__", "__name__", "__qualname__", "__doc__")
+
+
+def _call_plain(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Generator[Any, Any, Any]:
+    """Run a plain (non-generator) function as a task that never yields."""
+    return fn(*args, **kwargs)
+    yield  # makes this a generator  # pragma: no cover
+
+
+class _AsyncCallable(Generic[P, T]):
+    """What every decorated function shares: the wrapped ``fn`` and how to make its task."""
+
+    fn: Callable[..., Any]
+    task_cls: type[AsyncTask[Any]]
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        task_cls: type[AsyncTask[Any]] = AsyncTask,
+        sync_fn: Callable[..., Any] | None = None,
+    ) -> None:
+        if inspect.iscoroutinefunction(fn):
+            msg = (
+                f"@asynq() cannot decorate the coroutine function {fn!r} (async def): batchq "
+                "async functions are generators that yield what they wait on. Call asyncio code "
+                "from batchq through batchq.from_asyncio(...), or write a generator function."
+            )
+            raise TypeError(msg)
+        if not callable(fn):
+            msg = f"@asynq() decorates functions, got {fn!r} of type {type(fn).__name__}"
+            raise TypeError(msg)
+        self.fn = fn
+        self.task_cls = task_cls
+        self.sync_fn = sync_fn
+        self._is_gen = inspect.isgeneratorfunction(fn)
+        for attr in _WRAPPER_ASSIGNMENTS:
+            try:
+                setattr(self, attr, getattr(fn, attr))
+            except AttributeError:
+                pass
+        self.__wrapped__ = fn
+        try:
+            self.__dict__.update(getattr(fn, "__dict__", {}))
+        except Exception:
+            pass
+
+    def _task(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncTask[T]:
+        fn = self.fn
+        if self._is_gen:
+            return self.task_cls(fn(*args, **kwargs), fn, args, kwargs)
+        return self.task_cls(_call_plain(fn, args, kwargs), fn, args, kwargs)
+
+    def is_pure_async_fn(self) -> bool:
+        return False
+
+    def name(self) -> str:
+        return "@asynq()"
+
+    def __repr__(self) -> str:
+        return f"<{self.name()} {getattr(self, '__qualname__', self.fn)!r}>"
+
+
+class AsyncFunction(_AsyncCallable[P, T]):
+    """A function decorated with ``@asynq()``."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        task_cls: type[AsyncTask[Any]] = AsyncTask,
+        sync_fn: Callable[..., Any] | None = None,
+    ) -> None:
+        super().__init__(fn, task_cls, sync_fn)
+        if sync_fn is None and task_cls is AsyncTask and self._is_gen:
+            # Specialise the hot path once, instead of branching on every call.
+            self.asynq = self._asynq_gen  # type: ignore[method-assign]
+
+    def _asynq_gen(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
+        fn = self.fn
+        return AsyncTask(fn(*args, **kwargs), fn, args, kwargs)
+
+    def asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
+        """The task of this call, to ``yield`` from another async function."""
+        return self._task(args, kwargs)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        if self.sync_fn is not None:
+            return self.sync_fn(*args, **kwargs)  # type: ignore[no-any-return]
+        if not self._is_gen:
+            return self.fn(*args, **kwargs)  # type: ignore[no-any-return]
+        return run_sync(self._task(args, kwargs))
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any] | None = None) -> Self: ...
+
+    @overload
+    def __get__(
+        self: AsyncFunction[Concatenate[S, P2], T], obj: S, owner: type[Any] | None = None
+    ) -> BoundAsyncFunction[P2, T]: ...
+
+    def __get__(self, obj: Any, owner: type[Any] | None = None) -> Any:
+        if obj is None:
+            return self
+        return BoundAsyncFunction(self, obj)
+
+
+class BoundAsyncFunction(Generic[P, T]):
+    """An ``@asynq()`` method bound to its instance (or class, for classmethods)."""
+
+    __slots__ = ("__func__", "__self__")
+
+    def __init__(self, func: _AsyncCallable[Any, T], obj: object) -> None:
+        self.__func__ = func
+        self.__self__ = obj
+
+    def asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
+        return self.__func__._task((self.__self__, *args), kwargs)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        func = self.__func__
+        sync_fn = func.sync_fn
+        if sync_fn is not None:
+            bind = getattr(sync_fn, "__get__", None)
+            bound = bind(self.__self__, type(self.__self__)) if bind is not None else sync_fn
+            return bound(*args, **kwargs)  # type: ignore[no-any-return]
+        if not func._is_gen:
+            return func.fn(self.__self__, *args, **kwargs)  # type: ignore[no-any-return]
+        return run_sync(func._task((self.__self__, *args), kwargs))
+
+    @property
+    def fn(self) -> Callable[..., Any]:
+        return self.__func__.fn
+
+    def is_pure_async_fn(self) -> bool:
+        return False
+
+    def name(self) -> str:
+        return self.__func__.name()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__func__, name)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, BoundAsyncFunction)
+            and other.__func__ is self.__func__
+            and other.__self__ is self.__self__
+        )
+
+    def __hash__(self) -> int:
+        return hash((id(self.__func__), id(self.__self__)))
+
+    def __repr__(self) -> str:
+        return f"<bound {self.__func__!r} of {self.__self__!r}>"
+
+
+class AsyncClassMethod(AsyncFunction[P, T]):
+    """``@asynq()`` over ``@classmethod``: binds to the class, also when read from an instance."""
+
+    def __get__(self, obj: Any, owner: type[Any] | None = None) -> Any:
+        return BoundAsyncFunction(self, owner if owner is not None else type(obj))
+
+
+class AsyncStaticMethod(AsyncFunction[P, T]):
+    """``@asynq()`` over ``@staticmethod``: never binds."""
+
+    def __get__(self, obj: Any, owner: type[Any] | None = None) -> Any:
+        return self
+
+
+class PureAsyncFunction(_AsyncCallable[P, T]):
+    """``@asynq(pure=True)``: calling it returns the task itself (asynq's pure mode)."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
+        return self._task(args, kwargs)
+
+    def is_pure_async_fn(self) -> bool:
+        return True
+
+    def name(self) -> str:
+        return "@asynq(pure=True)"
+
+    def __get__(self, obj: Any, owner: type[Any] | None = None) -> Any:
+        if obj is None:
+            return self
+        return BoundPureAsyncFunction(self, obj)
+
+
+class BoundPureAsyncFunction(BoundAsyncFunction[P, T]):
+    """A pure async method bound to its instance: calling it returns the task."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:  # type: ignore[override]
+        return self.__func__._task((self.__self__, *args), kwargs)
+
+    def is_pure_async_fn(self) -> bool:
+        return True
+
+
+class _Decorate:
+    """What ``asynq()`` returns: applies the decorator, keeping the signature for mypy."""
+
+    def __init__(self, task_cls: type[AsyncTask[Any]], sync_fn: Callable[..., Any] | None) -> None:
+        self._task_cls = task_cls
+        self._sync_fn = sync_fn
+
+    @overload
+    def __call__(
+        self, fn: classmethod[Any, P, Generator[Any, Any, T]]
+    ) -> AsyncClassMethod[P, T]: ...
+    @overload
+    def __call__(self, fn: classmethod[Any, P, T]) -> AsyncClassMethod[P, T]: ...
+    @overload
+    def __call__(self, fn: staticmethod[P, Generator[Any, Any, T]]) -> AsyncStaticMethod[P, T]: ...
+    @overload
+    def __call__(self, fn: staticmethod[P, T]) -> AsyncStaticMethod[P, T]: ...
+    @overload
+    def __call__(self, fn: Callable[P, Generator[Any, Any, T]]) -> AsyncFunction[P, T]: ...
+    @overload
+    def __call__(self, fn: Callable[P, T]) -> AsyncFunction[P, T]: ...
+
+    def __call__(self, fn: Any) -> Any:
+        _refuse_double(fn)
+        if isinstance(fn, classmethod):
+            return AsyncClassMethod(fn.__func__, self._task_cls, self._sync_fn)
+        if isinstance(fn, staticmethod):
+            return AsyncStaticMethod(fn.__func__, self._task_cls, self._sync_fn)
+        return AsyncFunction(fn, self._task_cls, self._sync_fn)
+
+
+class _DecoratePure:
+    def __init__(self, task_cls: type[AsyncTask[Any]]) -> None:
+        self._task_cls = task_cls
+
+    @overload
+    def __call__(self, fn: Callable[P, Generator[Any, Any, T]]) -> PureAsyncFunction[P, T]: ...
+    @overload
+    def __call__(self, fn: Callable[P, T]) -> PureAsyncFunction[P, T]: ...
+
+    def __call__(self, fn: Any) -> Any:
+        _refuse_double(fn)
+        if isinstance(fn, (classmethod, staticmethod)):
+            msg = (
+                f"@asynq(pure=True) does not support {type(fn).__name__}; "
+                "use @asynq() for class and static methods"
+            )
+            raise TypeError(msg)
+        return PureAsyncFunction(fn, self._task_cls)
+
+
+def _refuse_double(fn: object) -> None:
+    if hasattr(fn, "asynq") or getattr(fn, "is_pure_async_fn", None) is not None:
+        msg = f"@asynq() is applied twice to {fn!r}; apply it once"
+        raise TypeError(msg)
+
+
+@overload
+def asynq(
+    pure: Literal[False] = False,
+    sync_fn: Callable[..., Any] | None = None,
+    cls: type[AsyncTask[Any]] = AsyncTask,
+) -> _Decorate: ...
+@overload
+def asynq(
+    pure: Literal[True], sync_fn: None = None, cls: type[AsyncTask[Any]] = AsyncTask
+) -> _DecoratePure: ...
+
+
+def asynq(
+    pure: bool = False,
+    sync_fn: Callable[..., Any] | None = None,
+    cls: type[AsyncTask[Any]] = AsyncTask,
+) -> _Decorate | _DecoratePure:
+    """Make a generator (or plain) function an async function.
+
+    ``f(x)`` runs it to the end; ``f.asynq(x)`` returns a task to yield from another async
+    function. With ``pure=True``, ``f(x)`` itself returns the task. ``sync_fn`` replaces the
+    synchronous call; ``cls`` is the task class (a subclass of :class:`AsyncTask`).
+    """
+    if callable(pure) and not isinstance(pure, bool):
+        msg = (
+            f"asynq is a decorator factory: write @asynq(), not @asynq (got {pure!r}). "
+            "The parentheses take options such as pure=True."
+        )
+        raise TypeError(msg)
+    if not (isinstance(cls, type) and issubclass(cls, AsyncTask)):
+        msg = f"asynq(cls=...) takes a subclass of batchq.AsyncTask, got {cls!r}"
+        raise TypeError(msg)
+    if pure:
+        if sync_fn is not None:
+            msg = "asynq(pure=True) does not take sync_fn: a pure function has no sync call"
+            raise TypeError(msg)
+        return _DecoratePure(cls)
+    if sync_fn is not None and not callable(sync_fn):
+        msg = f"asynq(sync_fn=...) takes a callable, got {sync_fn!r}"
+        raise TypeError(msg)
+    return _Decorate(cls, sync_fn)

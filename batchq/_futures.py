@@ -1,0 +1,178 @@
+"""Futures: a value or an error that becomes known later.
+
+Every yieldable leaf (tasks, batch items, constant futures) is a ``FutureBase``. The scheduler reads
+``_value``/``_error``/``_waiters`` directly: these slots are the protocol between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
+
+from ._errors import FutureIsAlreadyComputed
+
+if TYPE_CHECKING:
+    from ._task import AsyncTask
+
+__all__ = ["FutureBase", "Future", "ConstFuture", "ErrorFuture", "none_future"]
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class _NotComputed:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<not computed>"
+
+
+NOT_COMPUTED: Final[Any] = _NotComputed()
+
+
+class FutureBase(Generic[T_co]):
+    """A delayed value. ``value()`` computes it if needed and raises its error if it failed."""
+
+    __slots__ = ("_value", "_error", "_waiters", "__weakref__")
+
+    _value: Any
+    _error: BaseException | None
+    # Tasks blocked on this future; the scheduler resumes them when it completes.
+    _waiters: list[AsyncTask[Any]] | None
+
+    def __init__(self) -> None:
+        self._value = NOT_COMPUTED
+        self._error = None
+        self._waiters = None
+
+    def is_computed(self) -> bool:
+        return self._value is not NOT_COMPUTED
+
+    def value(self) -> T_co:
+        if self._value is NOT_COMPUTED:
+            self._compute()
+            if self._value is NOT_COMPUTED:
+                msg = (
+                    f"{self!r} is still not computed after _compute(); "
+                    "a _compute() override must call set_value() or set_error()"
+                )
+                raise RuntimeError(msg)
+        if self._error is not None:
+            raise self._error
+        return cast("T_co", self._value)
+
+    __call__ = value
+
+    def error(self) -> BaseException | None:
+        if self._value is NOT_COMPUTED:
+            self._compute()
+        return self._error
+
+    def set_value(self, value: Any) -> None:
+        if self._value is not NOT_COMPUTED:
+            raise FutureIsAlreadyComputed(
+                f"cannot set value {value!r} on {self!r}: it is already computed"
+            )
+        self._error = None
+        self._value = value
+        self._computed()
+
+    def set_error(self, error: BaseException) -> None:
+        if self._value is not NOT_COMPUTED:
+            raise FutureIsAlreadyComputed(
+                f"cannot set error {error!r} on {self!r}: it is already computed"
+            )
+        if not isinstance(error, BaseException):
+            msg = f"set_error() takes an exception instance, got {error!r}"
+            raise TypeError(msg)
+        self._error = error
+        self._value = None
+        self._computed()
+
+    def raise_if_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _computed(self) -> None:
+        """Hook run after a value or error is set; the scheduler, not this, resumes waiters."""
+
+    def _compute(self) -> None:
+        """Produce the value; subclasses override. The default fails clearly."""
+        msg = (
+            f"{type(self).__name__} has no way to compute its value: it is not computed and "
+            "does not override _compute()"
+        )
+        raise NotImplementedError(msg)
+
+    def __bool__(self) -> bool:
+        msg = (
+            f"{type(self).__name__} was used as a bool: did you forget to yield it "
+            "(write `value = yield f.asynq(...)`)?"
+        )
+        raise TypeError(msg)
+
+    def __repr__(self) -> str:
+        if self._value is NOT_COMPUTED:
+            state = "pending"
+        elif self._error is not None:
+            state = f"error={self._error!r}"
+        else:
+            state = f"value={_short_repr(self._value)}"
+        return f"<{type(self).__name__} {state}>"
+
+
+def _short_repr(value: object, limit: int = 80) -> str:
+    try:
+        text = repr(value)
+    except Exception as e:  # a broken __repr__ must not hide the real problem
+        text = f"<repr failed: {type(e).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Future(FutureBase[T_co]):
+    """A future computed on demand by calling ``value_provider()``."""
+
+    __slots__ = ("_value_provider",)
+
+    def __init__(self, value_provider: Callable[[], T_co]) -> None:
+        super().__init__()
+        self._value_provider = value_provider
+
+    def _compute(self) -> None:
+        try:
+            value = self._value_provider()
+        except Exception as e:
+            self.set_error(e)
+        else:
+            self.set_value(value)
+
+
+class ConstFuture(FutureBase[T_co]):
+    """A future that already holds ``value``."""
+
+    __slots__ = ()
+
+    def __init__(self, value: T_co) -> None:
+        self._value = value
+        self._error = None
+        self._waiters = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ConstFuture, (self._value,))
+
+
+class ErrorFuture(FutureBase[Any]):
+    """A future that always raises ``error``."""
+
+    __slots__ = ()
+
+    def __init__(self, error: BaseException) -> None:
+        if not isinstance(error, BaseException):
+            msg = f"ErrorFuture takes an exception instance, got {error!r}"
+            raise TypeError(msg)
+        self._value = None
+        self._error = error
+        self._waiters = None
+
+
+none_future: Final[ConstFuture[None]] = ConstFuture(None)

@@ -1,0 +1,221 @@
+"""``Loader``: the native, simple way to batch a source.
+
+``Loader(fetch)`` where ``fetch(keys)`` returns a mapping key -> value or a sequence in key order.
+Every key requested while a round runs joins that round's batch (each distinct key once) and the
+batch is fetched when the round flushes. A round with more keys than ``max_batch_size`` is fetched
+in chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+from ._batch import BatchBase, BatchItemBase
+from ._debug_format import fn_name
+from ._errors import FetchResultError
+from ._futures import NOT_COMPUTED
+from ._scheduler import Scheduler, _current, run_sync
+from ._task import AsyncTask
+
+__all__ = ["Loader", "LoaderItem", "LoaderBatch"]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+FetchResult = Mapping[Any, Any] | Sequence[Any]
+
+
+class LoaderItem(BatchItemBase[V]):
+    """The pending value of one key."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, batch: LoaderBatch[Any, V], key: Any) -> None:
+        super().__init__(batch)
+        self.key = key
+
+    def __repr__(self) -> str:
+        loader = self.batch.loader if isinstance(self.batch, LoaderBatch) else None
+        name = loader.name if loader is not None else "?"
+        state = "pending" if self._value is NOT_COMPUTED else "done"
+        return f"<LoaderItem {name}[{self.key!r}] {state}>"
+
+
+class LoaderBatch(BatchBase, Generic[K, V]):
+    """The keys one loader was asked for in one round, in one scheduler."""
+
+    def __init__(self, loader: Loader[K, V], sched: Scheduler) -> None:
+        super().__init__()
+        self.loader = loader
+        self.sched = sched
+        self.by_key: dict[K, LoaderItem[V]] = {}
+
+    def name(self) -> str:
+        return self.loader.name
+
+    def keys(self) -> list[K]:
+        return list(self.by_key)
+
+    def _try_switch_active_batch(self) -> None:
+        if self.sched.active_batch(self.loader) is self:
+            self.sched.set_active_batch(self.loader, None)
+
+    def _flush(self) -> None:
+        items = list(self.by_key.values())
+        size = self.loader.max_batch_size or len(items)
+        for start in range(0, len(items), size):
+            self.loader._fetch_chunk(items[start : start + size])
+
+
+class Loader(Generic[K, V]):
+    """Batch requests to ``fetch``: one call per round with every distinct key asked for.
+
+    ``loader.load(key)`` returns the value; ``yield loader.load.asynq(key)`` waits for it inside an
+    async function. ``fetch`` may return an exception instance for a key to fail just that key.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[list[K]], Mapping[K, V] | Sequence[V]],
+        *,
+        max_batch_size: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not callable(fetch):
+            msg = f"Loader(fetch) takes a callable fetch(keys), got {fetch!r}"
+            raise TypeError(msg)
+        if max_batch_size is not None and (
+            isinstance(max_batch_size, bool)
+            or not isinstance(max_batch_size, int)
+            or max_batch_size < 1
+        ):
+            msg = f"max_batch_size must be a positive int or None, got {max_batch_size!r}"
+            raise ValueError(msg)
+        self.fetch = fetch
+        self.max_batch_size = max_batch_size
+        self.name = name if name is not None else fn_name(fetch)
+        self.load: LoadFunction[K, V] = LoadFunction(self)
+        self.load_many: LoadManyFunction[K, V] = LoadManyFunction(self)
+
+    def request(self, key: K) -> LoaderItem[V]:
+        """The item for ``key`` in this round's batch (one item per distinct key)."""
+        sched = _current.get()
+        if sched is None:
+            sched = Scheduler()
+            _current.set(sched)
+        batch = sched._active.get(self)
+        if batch is None:
+            batch = LoaderBatch(self, sched)
+            sched.set_active_batch(self, batch)
+        by_key: dict[Any, LoaderItem[V]] = batch.by_key  # type: ignore[attr-defined]
+        try:
+            item = by_key.get(key)
+        except TypeError:
+            msg = (
+                f"Loader {self.name!r} got the unhashable key {key!r} of type "
+                f"{type(key).__name__}; keys must be hashable (use a tuple instead of a list)"
+            )
+            raise TypeError(msg) from None
+        if item is None:
+            item = LoaderItem(batch, key)  # type: ignore[arg-type]
+            by_key[key] = item
+        return item
+
+    def _fetch_chunk(self, items: list[LoaderItem[V]]) -> None:
+        keys = [item.key for item in items]
+        result: Any = self.fetch(keys)
+        if isinstance(result, Mapping):
+            missing = []
+            for item in items:
+                try:
+                    value = result[item.key]
+                except KeyError:
+                    missing.append(item)
+                    continue
+                _settle(item, value)
+            if missing:
+                shown = ", ".join(repr(i.key) for i in missing[:5])
+                more = "" if len(missing) <= 5 else f" and {len(missing) - 5} more"
+                error = FetchResultError(
+                    f"fetch of Loader {self.name!r} returned no value for {len(missing)} of "
+                    f"{len(keys)} keys ({shown}{more}); return a value for every key it is given "
+                    "(e.g. None for a missing row)"
+                )
+                for item in missing:
+                    item._value = None
+                    item._error = error
+            return
+        if isinstance(result, Sequence) and not isinstance(result, (str, bytes, bytearray)):
+            if len(result) != len(keys):
+                msg = (
+                    f"fetch of Loader {self.name!r} returned {len(result)} values for "
+                    f"{len(keys)} keys; return one value per key, in key order, or a mapping "
+                    "key -> value"
+                )
+                raise FetchResultError(msg)
+            for item, value in zip(items, result, strict=True):
+                _settle(item, value)
+            return
+        msg = (
+            f"fetch of Loader {self.name!r} returned {result!r} of type {type(result).__name__}; "
+            "it must return a mapping key -> value or a sequence of values in key order"
+        )
+        raise FetchResultError(msg)
+
+    def __repr__(self) -> str:
+        return f"<Loader {self.name!r} max_batch_size={self.max_batch_size}>"
+
+
+def _settle(item: LoaderItem[Any], value: Any) -> None:
+    if isinstance(value, BaseException):
+        item._value = None
+        item._error = value
+    else:
+        item._value = value
+
+
+class LoadFunction(Generic[K, V]):
+    """``loader.load``: an async function of one key."""
+
+    __slots__ = ("_loader", "asynq")
+
+    def __init__(self, loader: Loader[K, V]) -> None:
+        self._loader = loader
+        self.asynq: Callable[[K], LoaderItem[V]] = loader.request
+
+    def __call__(self, key: K) -> V:
+        return run_sync(self._loader.request(key))
+
+    def is_pure_async_fn(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"<async {self._loader.name}.load>"
+
+
+def _gather(items: list[LoaderItem[Any]]) -> Any:
+    return (yield items)
+
+
+class LoadManyFunction(Generic[K, V]):
+    """``loader.load_many``: an async function of many keys, values in key order."""
+
+    __slots__ = ("_loader",)
+
+    def __init__(self, loader: Loader[K, V]) -> None:
+        self._loader = loader
+
+    def asynq(self, keys: Iterable[K]) -> AsyncTask[list[V]]:
+        keys = list(keys)
+        request = self._loader.request
+        return AsyncTask(_gather([request(k) for k in keys]), self, (keys,), None)
+
+    def __call__(self, keys: Iterable[K]) -> list[V]:
+        return run_sync(self.asynq(keys))
+
+    def is_pure_async_fn(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"<async {self._loader.name}.load_many>"

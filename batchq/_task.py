@@ -1,0 +1,90 @@
+"""A task drives one generator: not started, blocked (waiting on what it yielded), or done."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._errors import AsyncTaskResult
+from ._futures import NOT_COMPUTED, FutureBase
+
+if TYPE_CHECKING:
+    from ._contexts import ContextFrame
+    from ._scheduler import Scheduler
+
+__all__ = ["AsyncTask", "result"]
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+class AsyncTask(FutureBase[T_co]):
+    """The future of one call of an async function.
+
+    Created by ``f.asynq(...)``; nothing runs until a scheduler starts it, either because another
+    task yielded it or because ``value()`` was called.
+    """
+
+    __slots__ = ("_gen", "_dep", "_npending", "_sched", "_contexts", "fn", "args", "kwargs")
+
+    _gen: Generator[Any, Any, Any] | None
+    # While blocked: what the generator yielded (the shape of the value it will receive).
+    # When done with an error: the traceback of that error at the moment the task failed.
+    _dep: Any
+    _npending: int
+    _sched: Scheduler | None
+    _contexts: ContextFrame | None
+
+    def __init__(
+        self,
+        generator: Generator[Any, Any, Any],
+        fn: Any = None,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._value = NOT_COMPUTED
+        self._error = None
+        self._waiters = None
+        self._gen = generator
+        self._dep = None
+        self._npending = 0
+        self._sched = None
+        self._contexts = None
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+
+    def _compute(self) -> None:
+        from ._scheduler import run_future
+
+        run_future(self)
+
+    def is_started(self) -> bool:
+        return self._sched is not None
+
+    def is_blocked(self) -> bool:
+        return self._npending > 0
+
+    def can_continue(self) -> bool:
+        return self._gen is not None
+
+    def call_str(self) -> str:
+        """``module.fn(args)`` for messages and async stacks."""
+        from ._debug_format import format_call
+
+        return format_call(self)
+
+    def __repr__(self) -> str:
+        if self._value is not NOT_COMPUTED:
+            state = "error" if self._error is not None else "done"
+        elif self._sched is None:
+            state = "not started"
+        elif self._npending:
+            state = f"blocked on {self._npending}"
+        else:
+            state = "runnable"
+        return f"<AsyncTask {self.call_str()} {state}>"
+
+
+def result(value: object) -> None:
+    """Return ``value`` from the calling generator (asynq compatibility; prefer ``return``)."""
+    raise AsyncTaskResult(value)

@@ -210,7 +210,10 @@ class PureAsyncFunction(_AsyncCallable[P, T]):
     """``@asynq(pure=True)``: calling it returns the task itself (asynq's pure mode)."""
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
-        return self._task(args, kwargs)
+        fn = self.fn
+        if self._is_gen:
+            return self.task_cls(fn(*args, **kwargs), fn, args, kwargs)
+        return self.task_cls(_call_plain(fn, args, kwargs), fn, args, kwargs)
 
     def is_pure_async_fn(self) -> bool:
         return True

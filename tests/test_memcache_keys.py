@@ -1,0 +1,170 @@
+"""encode_key: memcached's key rules, enforced before anything is sent."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from batchq.memcache import MAX_KEY_LENGTH, InvalidKeyError, KeyTypeError, encode_key
+
+FORBIDDEN = [*range(0x21), 0x7F]
+
+
+def _is_valid_wire_key(raw: bytes) -> bool:
+    return 0 < len(raw) <= MAX_KEY_LENGTH and not any(byte in FORBIDDEN for byte in raw)
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("user:1", b"user:1"),
+        (b"user:1", b"user:1"),
+        ("caf\u00e9", "caf\u00e9".encode()),
+        ("\u65e5\u672c", "\u65e5\u672c".encode()),
+        (b"\xff\x80", b"\xff\x80"),
+        ("x" * MAX_KEY_LENGTH, b"x" * MAX_KEY_LENGTH),
+        ("~!@#$%^&*()", b"~!@#$%^&*()"),
+    ],
+)
+def test_valid_keys_are_encoded_as_utf8(key: str | bytes, expected: bytes) -> None:
+    assert encode_key(key) == expected
+
+
+def test_prefix_is_prepended_and_counts_towards_the_limit() -> None:
+    assert encode_key("1", b"app:") == b"app:1"
+    assert encode_key("x" * (MAX_KEY_LENGTH - 4), b"app:") == b"app:" + b"x" * 246
+    with pytest.raises(InvalidKeyError, match=r"251 bytes with the prefix b'app:'.*limit of 250"):
+        encode_key("x" * (MAX_KEY_LENGTH - 3), b"app:")
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["a b", "k\r\nflush_all", "tab\there", "nul\x00", "del\x7f", b"\x01", "end ", " start", "\x1f"],
+)
+def test_whitespace_and_control_bytes_are_refused(key: str | bytes) -> None:
+    with pytest.raises(InvalidKeyError, match="whitespace or control characters") as info:
+        encode_key(key)
+    assert repr(key) in str(info.value)
+    assert "hash_long_keys=True" in str(info.value)
+
+
+def test_long_key_names_its_length_and_the_fix() -> None:
+    with pytest.raises(InvalidKeyError, match=r"is 251 bytes, over memcached's limit of 250"):
+        encode_key("x" * 251)
+    # The limit is in bytes, not characters: 126 two-byte characters are 252 bytes.
+    with pytest.raises(InvalidKeyError, match="252 bytes"):
+        encode_key("\u00e9" * 126)
+
+
+@pytest.mark.parametrize("key", ["", b""])
+def test_empty_keys_are_refused_even_when_hashing(key: str | bytes) -> None:
+    with pytest.raises(InvalidKeyError, match="empty"):
+        encode_key(key)
+    with pytest.raises(InvalidKeyError, match="empty"):
+        encode_key(key, hash_long_keys=True)
+
+
+@pytest.mark.parametrize("key", [1, None, ("a", 1), ["a"], bytearray(b"a"), 1.5])
+def test_keys_of_other_types_are_refused(key: Any) -> None:
+    with pytest.raises(KeyTypeError, match=f"is a {type(key).__name__}, not str or bytes"):
+        encode_key(key)
+    with pytest.raises(TypeError):
+        encode_key(key, hash_long_keys=True)
+    with pytest.raises(InvalidKeyError):
+        encode_key(key)
+
+
+def test_lone_surrogates_are_refused() -> None:
+    with pytest.raises(InvalidKeyError, match="not valid Unicode"):
+        encode_key("a\udcff")
+
+
+@pytest.mark.parametrize("prefix", [b"a b:", b"\r\n", b"p" * 251])
+def test_bad_prefix_is_refused(prefix: bytes) -> None:
+    with pytest.raises(InvalidKeyError, match="prefix"):
+        encode_key("k", prefix)
+
+
+def test_errors_are_value_errors() -> None:
+    with pytest.raises(ValueError):
+        encode_key("a b")
+
+
+class TestHashing:
+    def test_valid_keys_are_left_alone(self) -> None:
+        assert encode_key("user:1", b"p:", hash_long_keys=True) == b"p:user:1"
+
+    @pytest.mark.parametrize("key", ["a b", "k\r\nflush_all", "x" * 251, "\u00e9" * 200])
+    def test_invalid_keys_become_a_sha256_form(self, key: str) -> None:
+        hashed = encode_key(key, b"p:", hash_long_keys=True)
+        assert hashed == b"p:h:" + hashlib.sha256(key.encode()).hexdigest().encode()
+        assert _is_valid_wire_key(hashed)
+
+    def test_prefix_too_long_for_the_hash_is_refused(self) -> None:
+        prefix = b"p" * (MAX_KEY_LENGTH - 60)
+        with pytest.raises(InvalidKeyError, match="too long to leave room for a hashed key"):
+            encode_key("x" * 251, prefix, hash_long_keys=True)
+
+    def test_str_and_bytes_spellings_hash_alike(self) -> None:
+        key = "\u00e9 " * 10
+        assert encode_key(key, hash_long_keys=True) == encode_key(key.encode(), hash_long_keys=True)
+
+    def test_stable_across_processes(self) -> None:
+        # PYTHONHASHSEED differs between runs; the hashed key must not.
+        code = (
+            "from batchq.memcache import encode_key; print(encode_key('a b', hash_long_keys=True))"
+        )
+        root = str(Path(__file__).resolve().parent.parent)
+        outputs = set()
+        for seed in ("1", "2"):
+            env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=root)
+            done = subprocess.run(
+                [sys.executable, "-c", code],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+                timeout=30,
+            )
+            outputs.add(done.stdout.strip())
+        assert outputs == {repr(encode_key("a b", hash_long_keys=True))}
+
+
+keys = st.one_of(st.text(min_size=1, max_size=300), st.binary(min_size=1, max_size=300))
+prefixes = st.lists(st.integers(0x21, 0xFF).filter(lambda byte: byte != 0x7F), max_size=20).map(
+    bytes
+)
+
+
+@given(key=keys, prefix=prefixes)
+def test_accepted_keys_are_exactly_the_valid_ones(key: str | bytes, prefix: bytes) -> None:
+    raw = key.encode("utf-8", errors="surrogatepass") if isinstance(key, str) else key
+    try:
+        encoded = encode_key(key, prefix)
+    except InvalidKeyError:
+        assert not _is_valid_wire_key(prefix + raw) or (
+            isinstance(key, str) and any(0xD800 <= ord(c) <= 0xDFFF for c in key)
+        )
+    else:
+        assert encoded == prefix + raw
+        assert _is_valid_wire_key(encoded)
+
+
+@given(key=keys, prefix=prefixes)
+def test_hashing_always_yields_a_valid_injective_key(key: str | bytes, prefix: bytes) -> None:
+    if isinstance(key, str) and any(0xD800 <= ord(c) <= 0xDFFF for c in key):
+        return
+    encoded = encode_key(key, prefix, hash_long_keys=True)
+    assert _is_valid_wire_key(encoded)
+    assert encoded.startswith(prefix)
+    raw = key.encode() if isinstance(key, str) else key
+    # Distinct keys stay distinct: either the key itself, or a hash of it.
+    assert encoded in (prefix + raw, prefix + b"h:" + hashlib.sha256(raw).hexdigest().encode())

@@ -1,0 +1,236 @@
+"""Serializers: how values become ``(bytes, flags)`` for memcached and back.
+
+They follow pymemcache's serde protocol (``serialize(key, value)`` / ``deserialize(key, data,
+flags)``), so the same object can be handed to a pymemcache client. The default,
+:class:`JsonSerde`, never unpickles: whoever can write to a memcached server must not be able to
+run code in its readers.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from typing import Any, Protocol
+
+from ._errors import DeserializationError, SerializationError, ValueTooLargeError
+
+__all__ = [
+    "DEFAULT_MAX_VALUE_SIZE",
+    "FLAG_BYTES",
+    "FLAG_PICKLE",
+    "FLAG_INT",
+    "FLAG_TEXT",
+    "FLAG_JSON",
+    "JsonSerde",
+    "PickleSerde",
+    "Serde",
+    "check_value_size",
+]
+
+# Flags shared with pymemcache's default serde, so values either library writes read back in the
+# other: raw bytes, pickle, a decimal int (which memcached's incr/decr also understand), UTF-8 text.
+FLAG_BYTES = 0
+FLAG_PICKLE = 1
+FLAG_INT = 2
+FLAG_TEXT = 16
+# pymemcache has no JSON flag; this bit is batchq's own.
+FLAG_JSON = 32
+
+DEFAULT_MAX_VALUE_SIZE = 1024 * 1024 - 1024
+"""Largest serialized value sent: memcached's default 1 MiB item limit, less room for the item
+header, a 250-byte key and the CAS field."""
+
+_SCALARS = (str, int, float, bool, type(None))
+# Ints this big cannot be printed under Python's default int_max_str_digits (4300); they go
+# through json.dumps, which then reports the limit as a SerializationError.
+_INT_LIMIT = 10**4000
+
+
+class Serde(Protocol):
+    """What a client needs from a serializer (the pymemcache serde protocol)."""
+
+    def serialize(self, key: str | bytes, value: Any) -> tuple[bytes, int]: ...
+
+    def deserialize(self, key: str | bytes, data: bytes, flags: int) -> Any: ...
+
+
+class JsonSerde:
+    """The default serde: bytes, str, int, float, bool, None, and lists and str-keyed dicts of them.
+
+    Values are refused unless they read back equal and of the same type, so tuples, int dict keys
+    and subclasses (enums, ``defaultdict``) raise :class:`SerializationError` instead of silently
+    coming back different.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "JsonSerde()"
+
+    def serialize(self, key: str | bytes, value: Any) -> tuple[bytes, int]:
+        kind = type(value)
+        if kind is bytes:
+            return value, FLAG_BYTES
+        if kind is str:
+            return value.encode("utf-8", errors="surrogatepass"), FLAG_TEXT
+        if kind is int and abs(value) < _INT_LIMIT:
+            return str(value).encode("ascii"), FLAG_INT
+        problem = _json_problem(value, "value")
+        if problem is not None:
+            where, bad = problem
+            msg = (
+                f"cannot store the value for memcache key {key!r} with JsonSerde: {where} is "
+                f"{_describe(bad)}; JsonSerde stores only bytes, str, int, float, bool, None, and "
+                "lists and str-keyed dicts of them, so that nothing needs unpickling; convert it "
+                "(e.g. to a str, list or dict), or pass serde=PickleSerde() explicitly if everyone "
+                "who can write to this cache is trusted"
+            )
+            raise SerializationError(msg)
+        try:
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        except (ValueError, RecursionError) as exc:
+            # A reference cycle, nesting deeper than the recursion limit, or an int too long to
+            # print (sys.get_int_max_str_digits()).
+            msg = (
+                f"cannot store the value for memcache key {key!r} with JsonSerde: {exc}; "
+                "store a flatter, acyclic form of it"
+            )
+            raise SerializationError(msg) from None
+        return text.encode("utf-8", errors="surrogatepass"), FLAG_JSON
+
+    def deserialize(self, key: str | bytes, data: bytes, flags: int) -> Any:
+        try:
+            if flags == FLAG_BYTES:
+                return data
+            if flags == FLAG_TEXT:
+                return data.decode("utf-8", errors="surrogatepass")
+            if flags == FLAG_INT:
+                # int() also skips the trailing spaces memcached leaves after a shrinking decr.
+                return int(data)
+            if flags == FLAG_JSON:
+                return json.loads(data.decode("utf-8", errors="surrogatepass"))
+        except (ValueError, RecursionError) as exc:
+            msg = (
+                f"memcache key {key!r} holds {_preview(data)} with flags {flags} that JsonSerde "
+                f"cannot decode ({exc}); another writer stored different data under this key, "
+                "so delete the key or use the serde that wrote it"
+            )
+            raise DeserializationError(msg) from exc
+        hint = (
+            "it was written with pickle (e.g. pymemcache's default serde), which JsonSerde never "
+            "loads because anyone who can write to the cache could run code here"
+            if flags == FLAG_PICKLE
+            else "another client or serde wrote it"
+        )
+        msg = (
+            f"memcache key {key!r} holds {_preview(data)} with flags {flags}, which JsonSerde does "
+            f"not know; {hint}; delete the key, or read it with the serde that wrote it"
+        )
+        raise DeserializationError(msg)
+
+
+class PickleSerde:
+    """Stores any picklable value. Only for caches whose every writer is trusted.
+
+    Warning: unpickling runs code chosen by the data. Anyone who can write to the memcached server
+    (any client on its network, unless it is locked down) can then run code in every reader.
+    Reads JsonSerde's formats too, so switching to it keeps existing entries readable.
+    """
+
+    __slots__ = ("protocol",)
+
+    def __init__(self, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
+        self.protocol = protocol
+
+    def __repr__(self) -> str:
+        return f"PickleSerde(protocol={self.protocol})"
+
+    def serialize(self, key: str | bytes, value: Any) -> tuple[bytes, int]:
+        kind = type(value)
+        if kind is bytes or kind is str or kind is int:
+            return _JSON.serialize(key, value)
+        try:
+            return pickle.dumps(value, protocol=self.protocol), FLAG_PICKLE
+        except Exception as exc:
+            # pickle raises PicklingError, TypeError or AttributeError depending on the object.
+            msg = (
+                f"cannot pickle the value for memcache key {key!r}: {_describe(value)} ({exc}); "
+                "store a plain data form of it instead"
+            )
+            raise SerializationError(msg) from exc
+
+    def deserialize(self, key: str | bytes, data: bytes, flags: int) -> Any:
+        if flags == FLAG_PICKLE:
+            try:
+                # Deliberately unsafe: choosing PickleSerde is the caller's statement of trust.
+                return pickle.loads(data)
+            except Exception as exc:
+                msg = (
+                    f"memcache key {key!r} holds {_preview(data)} that does not unpickle ({exc}); "
+                    "the class may have moved or the data is corrupt; delete the key"
+                )
+                raise DeserializationError(msg) from exc
+        return _JSON.deserialize(key, data, flags)
+
+
+_JSON = JsonSerde()
+
+
+def check_value_size(key: str | bytes, data: bytes, max_value_size: int) -> None:
+    """Refuse a serialized value over ``max_value_size`` bytes, before it is sent."""
+    if len(data) > max_value_size:
+        msg = (
+            f"value for memcache key {key!r} is {len(data)} bytes serialized, over the limit of "
+            f"{max_value_size}; memcached would refuse it (default item size 1 MiB); store less "
+            "(split it or compress it), or raise max_value_size together with memcached's -I"
+        )
+        raise ValueTooLargeError(msg)
+
+
+def _json_problem(value: object, where: str) -> tuple[str, object] | None:
+    """Find the first part of ``value`` that would not read back equal through JSON."""
+    # Iterative and visiting each container once: deep or cyclic values get past this walk and
+    # fail in json.dumps, which reports them clearly.
+    stack: list[tuple[object, str]] = [(value, where)]
+    seen: set[int] = set()
+    while stack:
+        item, path = stack.pop()
+        kind = type(item)
+        if kind in _SCALARS:
+            continue
+        if kind is list:
+            assert isinstance(item, list)
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(item))
+        elif kind is dict:
+            assert isinstance(item, dict)
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            for child_key, child in item.items():
+                if type(child_key) is not str:
+                    return f"the key {child_key!r} in {path}", child_key
+                stack.append((child, f"{path}[{child_key!r}]"))
+        else:
+            return path, item
+    return None
+
+
+def _describe(value: object) -> str:
+    kind = type(value)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    text = repr(value)
+    if len(text) > 80:
+        text = f"{text[:60]}...{text[-15:]}"
+    return f"a {name} ({text})"
+
+
+def _preview(data: bytes) -> str:
+    head = repr(data[:40])
+    return f"{len(data)} bytes ({head}{'...' if len(data) > 40 else ''})"

@@ -1,4 +1,8 @@
-"""batchq's memcached layer: key rules, serializers, an in-process client and test servers."""
+"""batchq's memcached layer: key rules, serializers, an in-process client and test servers.
+
+The engine-backed ``Cache`` (batched get/set through the scheduler) will be exported here too; it
+is the only part that needs batchq's core. Everything below works without it.
+"""
 
 from ._errors import CommandError as CommandError
 from ._errors import DeserializationError as DeserializationError
@@ -10,11 +14,32 @@ from ._errors import SerializationError as SerializationError
 from ._errors import ServerError as ServerError
 from ._errors import ServerStartError as ServerStartError
 from ._errors import ValueTooLargeError as ValueTooLargeError
+from ._keys import MAX_KEY_LENGTH as MAX_KEY_LENGTH
+from ._keys import encode_key as encode_key
+from ._local import LocalClient as LocalClient
+from ._serde import DEFAULT_MAX_VALUE_SIZE as DEFAULT_MAX_VALUE_SIZE
+from ._serde import JsonSerde as JsonSerde
+from ._serde import PickleSerde as PickleSerde
+from ._serde import Serde as Serde
+from ._serde import check_value_size as check_value_size
 from ._server import MemcachedServer as MemcachedServer
 from ._server import ensure_memcached as ensure_memcached
 from ._server import find_memcached as find_memcached
 
+# The Cache class (built on the engine) goes here: `from ._cache import Cache as Cache`.
+
 __all__ = [
+    # clients
+    "LocalClient",
+    # keys
+    "MAX_KEY_LENGTH",
+    "encode_key",
+    # serializers
+    "Serde",
+    "JsonSerde",
+    "PickleSerde",
+    "DEFAULT_MAX_VALUE_SIZE",
+    "check_value_size",
     # errors
     "MemcacheError",
     "InvalidKeyError",
@@ -26,7 +51,7 @@ __all__ = [
     "ServerError",
     "ServerStartError",
     "MemcachedNotFoundError",
-    # test servers
+    # real memcached processes, for tests and benchmarks
     "MemcachedServer",
     "ensure_memcached",
     "find_memcached",

@@ -331,13 +331,6 @@ class Scheduler:
                             if err is not None and type(y) is task_cls:
                                 err = _with_task_traceback(err, y)
                             continue
-                        task._dep = y
-                        task._npending = 1
-                        yw = y._waiters
-                        if yw is None:
-                            y._waiters = [task]
-                        else:
-                            yw.append(task)
                         if isinstance(y, task_cls):
                             if y._sched is None:
                                 y._sched = self
@@ -349,6 +342,17 @@ class Scheduler:
                                 self._pending[y.batch] = None
                         else:
                             self._compute_plain(y)
+                            if y._value is not none:
+                                value = y._value
+                                err = y._error
+                                continue
+                        task._dep = y
+                        task._npending = 1
+                        yw = y._waiters
+                        if yw is None:
+                            y._waiters = [task]
+                        else:
+                            yw.append(task)
                         break
                     if y is None:
                         value = None
@@ -391,19 +395,20 @@ class Scheduler:
 
     def _register(self, task: AsyncTask[Any], obj: Any) -> int:
         """Wait on every uncomputed future in a list/tuple/dict; return how many."""
+        ready = self._ready
+        start = len(ready)
+        n = self._register_leaves(task, obj)
+        if len(ready) - start > 1:
+            # The first child yielded must be on top of the stack, to run first.
+            ready[start:] = ready[: start - 1 : -1] if start else ready[::-1]
+        return n
+
+    def _register_leaves(self, task: AsyncTask[Any], obj: Any) -> int:
         n = 0
         none = NOT_COMPUTED
-        values = obj.values() if type(obj) is dict else obj
-        # Backwards, so that the first child is on top of the stack and runs first.
-        for x in reversed(values):
+        for x in obj.values() if type(obj) is dict else obj:
             if isinstance(x, FutureBase):
                 if x._value is none:
-                    n += 1
-                    w = x._waiters
-                    if w is None:
-                        x._waiters = [task]
-                    else:
-                        w.append(task)
                     if isinstance(x, AsyncTask):
                         if x._sched is None:
                             x._sched = self
@@ -416,11 +421,15 @@ class Scheduler:
                     else:
                         self._compute_plain(x)
                         if x._value is not none:
-                            # Computed on the spot: no need to wait after all.
-                            x._waiters.remove(task)  # type: ignore[union-attr]
-                            n -= 1
+                            continue  # computed on the spot: nothing to wait for
+                    n += 1
+                    w = x._waiters
+                    if w is None:
+                        x._waiters = [task]
+                    else:
+                        w.append(task)
             elif type(x) in _AGGREGATES:
-                n += self._register(task, x)
+                n += self._register_leaves(task, x)
             # None and invalid leaves: _unwrap() handles (invalid ones raise YieldTypeError
             # once the valid ones are done, as asynq does).
         return n
@@ -459,14 +468,22 @@ class Scheduler:
                 items = batch.items
             else:
                 items = list(batch.items)
-                if insts:
-                    start = time.perf_counter()
-                    batch.flush()
-                    seconds = time.perf_counter() - start
-                    for inst in insts:
-                        inst.batch_flushed(batch, items, seconds)
-                else:
-                    batch.flush()
+                try:
+                    if insts:
+                        start = time.perf_counter()
+                        batch.flush()
+                        seconds = time.perf_counter() - start
+                        for inst in insts:
+                            inst.batch_flushed(batch, items, seconds)
+                    else:
+                        batch.flush()
+                except BaseException:
+                    # Interrupted mid-round: what is not flushed stays pending, so the abort
+                    # cancels it.
+                    for b in pending:
+                        if b._value is NOT_COMPUTED:
+                            self._pending[b] = None
+                    raise
                 nbatches += 1
                 nitems += len(items)
             # Backwards, so that the first item's waiters end on top of the stack.

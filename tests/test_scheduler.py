@@ -238,6 +238,7 @@ def test_nested_sync_call_works_and_is_counted() -> None:
     assert stats is not None
     assert stats.nested_runs == 1
     assert stats.rounds == 2  # the nested run's round is counted too
+    assert calls == [[2], [1]]  # the nested run flushed its own batch first: split batches
 
 
 def test_strict_mode_refuses_nested_sync_calls() -> None:

@@ -129,6 +129,11 @@ class AsyncFunction(_AsyncCallable[P, T]):
         return run_sync(self._task(args, kwargs))
 
     @overload
+    def __get__(
+        self: AsyncFunction[Concatenate[type[S], P2], T], obj: None, owner: type[S]
+    ) -> BoundAsyncFunction[P2, T]: ...
+
+    @overload
     def __get__(self, obj: None, owner: type[Any] | None = None) -> Self: ...
 
     @overload

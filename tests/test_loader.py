@@ -1,0 +1,170 @@
+"""Loader: one fetch per round per source, each key once, chunks, and clear errors for bad fetches."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+import batchq
+from batchq import Loader, asynq
+
+
+def counting(result: Any = None) -> tuple[list[list[Any]], Any]:
+    calls: list[list[Any]] = []
+
+    def fetch(keys: list[Any]) -> Any:
+        calls.append(list(keys))
+        if result is not None:
+            return result(keys)
+        return {k: f"value-{k}" for k in keys}
+
+    return calls, fetch
+
+
+def test_load_sync_and_load_many() -> None:
+    calls, fetch = counting()
+    users = Loader(fetch, name="users")
+    assert users.load(1) == "value-1"
+    assert users.load_many([3, 2, 3]) == ["value-3", "value-2", "value-3"]
+    assert calls == [[1], [3, 2]]
+
+
+def test_sequence_results_in_key_order() -> None:
+    calls, fetch = counting(lambda keys: [k * 2 for k in keys])
+    doubles = Loader(fetch)
+
+    @asynq()
+    def root() -> Generator[Any, Any, Any]:
+        return (yield [doubles.load.asynq(k) for k in (5, 1, 5)])
+
+    assert root() == [10, 2, 10]
+    assert calls == [[5, 1]]
+
+
+def test_max_batch_size_splits_a_round_into_chunks() -> None:
+    calls, fetch = counting()
+    src = Loader(fetch, max_batch_size=3)
+    assert src.load_many(range(8)) == [f"value-{k}" for k in range(8)]
+    assert calls == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    stats = batchq.get_scheduler().last_run
+    assert stats is not None
+    assert stats.rounds == 1
+
+
+def test_wrong_number_of_values_fails_every_waiting_task() -> None:
+    _, fetch = counting(lambda keys: [1])
+    src = Loader(fetch, name="short")
+    errors: list[str] = []
+
+    @asynq()
+    def get(k: int) -> Generator[Any, Any, None]:
+        try:
+            yield src.load.asynq(k)
+        except batchq.FetchResultError as e:
+            errors.append(str(e))
+
+    @asynq()
+    def root() -> Generator[Any, Any, None]:
+        yield [get.asynq(1), get.asynq(2), get.asynq(3)]
+
+    root()
+    assert len(errors) == 3
+    assert "fetch of Loader 'short' returned 1 values for 3 keys" in errors[0]
+
+
+def test_missing_key_in_mapping_fails_that_key_clearly() -> None:
+    _, fetch = counting(lambda keys: {k: k for k in keys if k != 2})
+    src = Loader(fetch, name="sparse")
+
+    @asynq()
+    def root() -> Generator[Any, Any, Any]:
+        a = yield src.load.asynq(1)
+        try:
+            yield src.load.asynq(2)
+        except batchq.FetchResultError as e:
+            return a, str(e)
+        return a, "no error"
+
+    a, message = root()
+    assert a == 1
+    assert "no value for 1 of 1 keys (2)" in message
+    assert isinstance(batchq.FetchResultError("x"), ValueError)
+
+
+def test_exception_value_fails_only_its_key() -> None:
+    _, fetch = counting(lambda keys: [KeyError(k) if k == "bad" else k for k in keys])
+    src = Loader(fetch)
+
+    @asynq()
+    def safe(k: str) -> Generator[Any, Any, Any]:
+        try:
+            return (yield src.load.asynq(k))
+        except KeyError:
+            return "missing"
+
+    @asynq()
+    def root() -> Generator[Any, Any, Any]:
+        return (yield [safe.asynq("a"), safe.asynq("bad"), safe.asynq("b")])
+
+    assert root() == ["a", "missing", "b"]
+
+
+def test_fetch_returning_nonsense_is_explained() -> None:
+    src = Loader(lambda keys: 42, name="odd")
+    with pytest.raises(batchq.FetchResultError, match="returned 42 of type int"):
+        src.load(1)
+
+
+def test_unhashable_key_is_refused_with_the_fix() -> None:
+    src = Loader(lambda keys: keys)
+    with pytest.raises(TypeError, match=r"unhashable key \[1, 2\].*tuple"):
+        src.load.asynq([1, 2])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3"])
+def test_bad_max_batch_size(bad: Any) -> None:
+    with pytest.raises(ValueError, match="max_batch_size must be a positive int"):
+        Loader(lambda keys: keys, max_batch_size=bad)
+
+
+def test_fetch_must_be_callable() -> None:
+    with pytest.raises(TypeError, match="callable fetch"):
+        Loader(42)  # type: ignore[arg-type]
+
+
+def test_two_threads_never_mix_batches() -> None:
+    import threading
+
+    calls: list[tuple[str, list[Any]]] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(2)
+
+    def fetch(keys: list[Any]) -> list[Any]:
+        with lock:
+            calls.append((threading.current_thread().name, list(keys)))
+        return [(threading.current_thread().name, k) for k in keys]
+
+    src = Loader(fetch)
+    results: dict[str, Any] = {}
+
+    @asynq()
+    def page(prefix: str) -> Generator[Any, Any, Any]:
+        barrier.wait()
+        return (yield [src.load.asynq(f"{prefix}{i}") for i in range(50)])
+
+    def run(name: str) -> None:
+        results[name] = page(name)
+
+    threads = [threading.Thread(target=run, args=(n,), name=n) for n in ("A", "B")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name in ("A", "B"):
+        assert results[name] == [(name, f"{name}{i}") for i in range(50)]
+    assert sorted(calls) == [
+        ("A", [f"A{i}" for i in range(50)]),
+        ("B", [f"B{i}" for i in range(50)]),
+    ]

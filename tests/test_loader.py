@@ -1,4 +1,4 @@
-"""Loader: one fetch per round per source, each key once, chunks, and clear errors for bad fetches."""
+"""Loader: one fetch per round per source, each key once, chunks, clear errors for bad fetches."""
 
 from __future__ import annotations
 

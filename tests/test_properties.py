@@ -60,7 +60,7 @@ def test_random_graphs_match_plain_evaluation_and_predicted_fetches(tree: Any) -
     def node_task(node: Any) -> Generator[Any, Any, Any]:
         out = []
         for stage in node[1]:
-            out.append((yield [start(child) for child in stage]))
+            out.append((yield [start(child) for child in stage]))  # noqa: PERF401 - yield
         return out
 
     def start(node: Any) -> Any:

@@ -1,4 +1,4 @@
-"""The public facade: every name in __all__ exists, appears once, and private modules stay private."""
+"""The public facade: every name in __all__ exists once; private modules stay private."""
 
 from __future__ import annotations
 

@@ -30,12 +30,28 @@ from ._futures import ErrorFuture as ErrorFuture
 from ._futures import Future as Future
 from ._futures import FutureBase as FutureBase
 from ._futures import none_future as none_future
+from ._generator import END_OF_GENERATOR as END_OF_GENERATOR
+from ._generator import Value as Value
+from ._generator import async_generator as async_generator
+from ._generator import list_of_generator as list_of_generator
+from ._generator import take_first as take_first
+from ._helpers import async_call as async_call
+from ._helpers import async_proxy as async_proxy
+from ._helpers import get_async_fn as get_async_fn
+from ._helpers import get_async_or_sync_fn as get_async_or_sync_fn
+from ._helpers import has_async_fn as has_async_fn
+from ._helpers import is_async_fn as is_async_fn
+from ._helpers import is_pure_async_fn as is_pure_async_fn
+from ._helpers import lazy as lazy
+from ._helpers import make_async_decorator as make_async_decorator
 from ._loader import Loader as Loader
 from ._scheduler import Instrument as Instrument
 from ._scheduler import RunStats as RunStats
 from ._scheduler import Scheduler as Scheduler
 from ._scheduler import get_active_task as get_active_task
 from ._scheduler import get_scheduler as get_scheduler
+from ._scoped import AsyncScopedValue as AsyncScopedValue
+from ._scoped import async_override as async_override
 from ._task import AsyncTask as AsyncTask
 from ._task import result as result
 
@@ -63,6 +79,24 @@ __all__ = [
     # contexts
     "AsyncContext",
     "NonAsyncContext",
+    "AsyncScopedValue",
+    "async_override",
+    # helpers for code that takes async or plain functions
+    "async_proxy",
+    "async_call",
+    "make_async_decorator",
+    "is_async_fn",
+    "is_pure_async_fn",
+    "has_async_fn",
+    "get_async_fn",
+    "get_async_or_sync_fn",
+    "lazy",
+    # async generators
+    "async_generator",
+    "Value",
+    "list_of_generator",
+    "take_first",
+    "END_OF_GENERATOR",
     # the scheduler
     "Scheduler",
     "TaskScheduler",

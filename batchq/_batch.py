@@ -121,7 +121,7 @@ class BatchBase(FutureBase[None]):
 class BatchItemBase(FutureBase[T_co]):
     """One request inside a batch; its value arrives when the batch flushes."""
 
-    __slots__ = ("batch", "index")
+    __slots__ = ("batch",)
 
     def __init__(self, batch: BatchBase) -> None:
         self._value = NOT_COMPUTED
@@ -134,8 +134,12 @@ class BatchItemBase(FutureBase[T_co]):
             )
             raise BatchingError(msg)
         self.batch = batch
-        self.index = len(batch.items)
         batch.items.append(self)
+
+    @property
+    def index(self) -> int:
+        """Position in the batch (computed on demand: storing it costs an int per item)."""
+        return self.batch.items.index(self)
 
     def _compute(self) -> None:
         from ._scheduler import run_future

@@ -115,7 +115,7 @@ class AsyncFunction(_AsyncCallable[P, T]):
 
     def _asynq_gen(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
         fn = self.fn
-        return AsyncTask(fn(*args, **kwargs), fn, args, kwargs)
+        return AsyncTask(fn(*args, **kwargs), fn)
 
     def asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
         """The task of this call, to ``yield`` from another async function."""
@@ -217,7 +217,7 @@ class PureAsyncFunction(_AsyncCallable[P, T]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
         fn = self.fn
         if self._is_gen:
-            return self.task_cls(fn(*args, **kwargs), fn, args, kwargs)
+            return self.task_cls(fn(*args, **kwargs), fn)
         return self.task_cls(_call_plain(fn, args, kwargs), fn, args, kwargs)
 
     def is_pure_async_fn(self) -> bool:

@@ -33,12 +33,14 @@ NOT_COMPUTED: Final[Any] = _NotComputed()
 class FutureBase(Generic[T_co]):
     """A delayed value. ``value()`` computes it if needed and raises its error if it failed."""
 
-    __slots__ = ("_value", "_error", "_waiters", "__weakref__")
+    # No __weakref__ slot: 8 bytes on every task and item; subclasses without __slots__ get one.
+    __slots__ = ("_value", "_error", "_waiters")
 
     _value: Any
     _error: BaseException | None
-    # Tasks blocked on this future; the scheduler resumes them when it completes.
-    _waiters: list[AsyncTask[Any]] | None
+    # Tasks blocked on this future, resumed by the scheduler when it completes: one task stored
+    # bare (the common case, saving a list per future), several in a list. Read via waiters_of().
+    _waiters: AsyncTask[Any] | list[AsyncTask[Any]] | None
 
     def __init__(self) -> None:
         self._value = NOT_COMPUTED

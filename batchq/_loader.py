@@ -32,7 +32,11 @@ class LoaderItem(BatchItemBase[V]):
     __slots__ = ("key",)
 
     def __init__(self, batch: LoaderBatch[Any, V], key: Any) -> None:
-        super().__init__(batch)
+        # The batch keeps its items in by_key only (one reference per item, not two).
+        self._value = NOT_COMPUTED
+        self._error = None
+        self._waiters = None
+        self.batch = batch
         self.key = key
 
     def __repr__(self) -> str:
@@ -46,10 +50,22 @@ class LoaderBatch(BatchBase, Generic[K, V]):
     """The keys one loader was asked for in one round, in one scheduler."""
 
     def __init__(self, loader: Loader[K, V], sched: Scheduler) -> None:
-        super().__init__()
+        # Not BatchBase.__init__: `items` is derived from by_key below.
+        self._value = NOT_COMPUTED
+        self._error = None
+        self._waiters = None
         self.loader = loader
         self.sched = sched
         self.by_key: dict[K, LoaderItem[V]] = {}
+
+    @property
+    def items(self) -> list[BatchItemBase[Any]]:
+        return list(self.by_key.values())
+
+    @items.setter
+    def items(self, value: list[BatchItemBase[Any]]) -> None:
+        msg = "a LoaderBatch's items come from its keys; add keys with Loader.request()"
+        raise AttributeError(msg)
 
     def name(self) -> str:
         return self.loader.name

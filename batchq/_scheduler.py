@@ -49,6 +49,7 @@ __all__ = [
     "get_active_task",
     "run_future",
     "run_sync",
+    "waiters_of",
     "instruments",
     "installed_instruments",
     "set_strict",
@@ -348,11 +349,14 @@ class Scheduler:
                                 continue
                         task._dep = y
                         task._npending = 1
+                        # One waiter is stored bare, more in a list: most futures have one.
                         yw = y._waiters
                         if yw is None:
-                            y._waiters = [task]
-                        else:
+                            y._waiters = task
+                        elif isinstance(yw, list):
                             yw.append(task)
+                        else:
+                            y._waiters = [yw, task]
                         break
                     if y is None:
                         value = None
@@ -381,14 +385,23 @@ class Scheduler:
                     ws = task._waiters
                     if ws is not None:
                         task._waiters = None
-                        for w in ws:
-                            n = w._npending - 1
-                            w._npending = n
+                        if isinstance(ws, list):
+                            for w in ws:
+                                n = w._npending - 1
+                                w._npending = n
+                                if not n:
+                                    if w._sched is self:
+                                        push(w)
+                                    else:
+                                        _push_elsewhere(w)
+                        else:
+                            n = ws._npending - 1
+                            ws._npending = n
                             if not n:
-                                if w._sched is self:
-                                    push(w)
+                                if ws._sched is self:
+                                    push(ws)
                                 else:
-                                    _push_elsewhere(w)
+                                    _push_elsewhere(ws)
         finally:
             self._tasks += started
             self.active_task = None
@@ -425,9 +438,11 @@ class Scheduler:
                     n += 1
                     w = x._waiters
                     if w is None:
-                        x._waiters = [task]
-                    else:
+                        x._waiters = task
+                    elif isinstance(w, list):
                         w.append(task)
+                    else:
+                        x._waiters = [w, task]
             elif type(x) in _AGGREGATES:
                 n += self._register_leaves(task, x)
             # None and invalid leaves: _unwrap() handles (invalid ones raise YieldTypeError
@@ -442,13 +457,8 @@ class Scheduler:
             if fut._value is NOT_COMPUTED:
                 fut._value = None
                 fut._error = e
-        if fut._value is not NOT_COMPUTED and fut._waiters:
-            ws = fut._waiters
-            fut._waiters = None
-            for w in ws:
-                w._npending -= 1
-                if not w._npending:
-                    _push_elsewhere(w)
+        if fut._value is not NOT_COMPUTED and fut._waiters is not None:
+            _wake(fut)
 
     def _flush_round(self, insts: tuple[Instrument, ...]) -> None:
         """Flush every pending batch, then resume the tasks whose waits are over."""
@@ -491,11 +501,17 @@ class Scheduler:
                 ws = item._waiters
                 if ws is not None:
                     item._waiters = None
-                    for w in ws:
-                        n = w._npending - 1
-                        w._npending = n
+                    if isinstance(ws, list):
+                        for w in ws:
+                            n = w._npending - 1
+                            w._npending = n
+                            if not n:
+                                _push_elsewhere(w)
+                    else:
+                        n = ws._npending - 1
+                        ws._npending = n
                         if not n:
-                            _push_elsewhere(w)
+                            _push_elsewhere(ws)
         self._batches += nbatches
         self._items += nitems
         if insts:
@@ -575,6 +591,24 @@ def _push_elsewhere(task: AsyncTask[Any]) -> None:
     sched = task._sched
     if sched is not None:
         sched._ready.append(task)
+
+
+def waiters_of(fut: FutureBase[Any]) -> list[AsyncTask[Any]]:
+    """The tasks waiting on ``fut`` (stored bare when there is one, as a list when more)."""
+    ws = fut._waiters
+    if ws is None:
+        return []
+    return list(ws) if isinstance(ws, list) else [ws]
+
+
+def _wake(fut: FutureBase[Any]) -> None:
+    """Resume the waiters of a future that just completed (slow path)."""
+    ws = waiters_of(fut)
+    fut._waiters = None
+    for w in ws:
+        w._npending -= 1
+        if not w._npending:
+            _push_elsewhere(w)
 
 
 def _fail(task: AsyncTask[Any], error: BaseException) -> None:
@@ -721,10 +755,8 @@ def _reachable_tasks(root: FutureBase[Any], ready: list[AsyncTask[Any]]) -> list
 def interrupt(task: AsyncTask[Any], error: BaseException) -> None:
     """Stop waiting: detach ``task`` from what it waits on and throw ``error`` at its yield."""
     for leaf in _blocked_on(task):
-        ws = leaf._waiters
-        if ws is not None:
-            while task in ws:
-                ws.remove(task)
+        ws = [w for w in waiters_of(leaf) if w is not task]
+        leaf._waiters = None if not ws else ws[0] if len(ws) == 1 else ws
     task._npending = 0
     task._dep = ErrorFuture(error)
     _push_elsewhere(task)

@@ -24,7 +24,7 @@ class AsyncTask(FutureBase[T_co]):
     task yielded it or because ``value()`` was called.
     """
 
-    __slots__ = ("_gen", "_dep", "_npending", "_sched", "_contexts", "fn", "args", "kwargs")
+    __slots__ = ("_gen", "_dep", "_npending", "_sched", "_contexts", "fn", "_args", "_kwargs")
 
     _gen: Generator[Any, Any, Any] | None
     # While blocked: what the generator yielded (the shape of the value it will receive).
@@ -38,7 +38,7 @@ class AsyncTask(FutureBase[T_co]):
         self,
         generator: Generator[Any, Any, Any],
         fn: Any = None,
-        args: tuple[Any, ...] = (),
+        args: tuple[Any, ...] | None = None,
         kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self._value = NOT_COMPUTED
@@ -50,8 +50,22 @@ class AsyncTask(FutureBase[T_co]):
         self._sched = None
         self._contexts = None
         self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
+        # Not stored by the hot path (it costs a tuple per task): read back from the generator.
+        self._args = args
+        self._kwargs = kwargs or None
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """The call's positional arguments (from the generator's frame if not stored)."""
+        if self._args is None:
+            self._args, self._kwargs = _arguments_from_frame(self._gen, self._kwargs)
+        return self._args
+
+    @property
+    def kwargs(self) -> Mapping[str, Any]:
+        if self._args is None:
+            self._args, self._kwargs = _arguments_from_frame(self._gen, self._kwargs)
+        return self._kwargs or {}
 
     def _compute(self) -> None:
         from ._scheduler import run_future
@@ -83,6 +97,21 @@ class AsyncTask(FutureBase[T_co]):
         else:
             state = "runnable"
         return f"<AsyncTask {self.call_str()} {state}>"
+
+
+def _arguments_from_frame(
+    gen: Generator[Any, Any, Any] | None, kwargs: Mapping[str, Any] | None
+) -> tuple[tuple[Any, ...], Mapping[str, Any] | None]:
+    frame = getattr(gen, "gi_frame", None)
+    if frame is None:
+        return (), kwargs
+    code = frame.f_code
+    local = frame.f_locals
+    names = code.co_varnames
+    args = tuple(local[n] for n in names[: code.co_argcount] if n in local)
+    kwonly = names[code.co_argcount : code.co_argcount + code.co_kwonlyargcount]
+    found = {n: local[n] for n in kwonly if n in local}
+    return args, (found or kwargs)
 
 
 def result(value: object) -> None:

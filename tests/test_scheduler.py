@@ -297,7 +297,7 @@ def test_generators_are_not_leaked() -> None:
     @asynq()
     def root() -> Generator[Any, Any, int]:
         tasks = [child.asynq(i) for i in range(10)]
-        refs.extend(weakref.ref(t) for t in tasks)
+        refs.extend(weakref.ref(t._gen) for t in tasks)
         return sum((yield tasks))
 
     assert root() == 45

@@ -68,20 +68,22 @@ class _AsyncCallable(Generic[P, T]):
         if not callable(fn):
             msg = f"@asynq() decorates functions, got {fn!r} of type {type(fn).__name__}"
             raise TypeError(msg)
-        self.fn = fn
-        self.task_cls = task_cls
-        self.sync_fn = sync_fn
-        self._is_gen = inspect.isgeneratorfunction(fn)
+        # Like functools.wraps: the function's attributes first, then ours, so that a function
+        # wrapped with functools.wraps(other_async_fn) cannot smuggle in the other's fn/flags.
+        try:
+            self.__dict__.update(getattr(fn, "__dict__", {}))
+        except Exception:
+            pass
         for attr in _WRAPPER_ASSIGNMENTS:
             try:
                 setattr(self, attr, getattr(fn, attr))
             except AttributeError:
                 pass
         self.__wrapped__ = fn
-        try:
-            self.__dict__.update(getattr(fn, "__dict__", {}))
-        except Exception:
-            pass
+        self.fn = fn
+        self.task_cls = task_cls
+        self.sync_fn = sync_fn
+        self._is_gen = inspect.isgeneratorfunction(fn)
 
     def _task(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncTask[T]:
         fn = self.fn
@@ -109,13 +111,6 @@ class AsyncFunction(_AsyncCallable[P, T]):
         sync_fn: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__(fn, task_cls, sync_fn)
-        if sync_fn is None and task_cls is AsyncTask and self._is_gen:
-            # Specialise the hot path once, instead of branching on every call.
-            self.asynq = self._asynq_gen  # type: ignore[method-assign]
-
-    def _asynq_gen(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
-        fn = self.fn
-        return AsyncTask(fn(*args, **kwargs), fn)
 
     def asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
         """The task of this call, to ``yield`` from another async function."""
@@ -145,6 +140,15 @@ class AsyncFunction(_AsyncCallable[P, T]):
         if obj is None:
             return self
         return BoundAsyncFunction(self, obj)
+
+
+class _GeneratorAsyncFunction(AsyncFunction[P, T]):
+    """The common case (a generator function, the default task class, no sync_fn), specialised
+    at class level so that ``f.asynq(x)`` makes its task without a further call or branch."""
+
+    def asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
+        fn = self.fn
+        return AsyncTask(fn(*args, **kwargs), fn)
 
 
 class BoundAsyncFunction(Generic[P, T]):
@@ -272,6 +276,12 @@ class _Decorate:
             return AsyncClassMethod(fn.__func__, self._task_cls, self._sync_fn)
         if isinstance(fn, staticmethod):
             return AsyncStaticMethod(fn.__func__, self._task_cls, self._sync_fn)
+        if (
+            self._task_cls is AsyncTask
+            and self._sync_fn is None
+            and inspect.isgeneratorfunction(fn)
+        ):
+            return _GeneratorAsyncFunction(fn)
         return AsyncFunction(fn, self._task_cls, self._sync_fn)
 
 

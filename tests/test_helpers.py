@@ -299,11 +299,6 @@ def test_make_async_decorator_bad_name() -> None:
         make_async_decorator(double, double.asynq, 3)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: functools.wraps(AsyncFunction) copies its instance attribute `asynq` "
-    "into the wrapper, so @asynq() refuses the wrapper as decorated twice",
-)
 def test_functools_wraps_of_an_async_function_can_be_decorated() -> None:
     def logged(fn: Any) -> Any:
         @functools.wraps(fn)

@@ -1,9 +1,13 @@
-"""batchq's memcached layer: key rules, serializers, an in-process client and test servers.
+"""batchq's memcached layer: the batched ``Cache``, key rules, serializers, an in-process client
+and test servers.
 
-The engine-backed ``Cache`` (batched get/set through the scheduler) will be exported here too; it
-is the only part that needs batchq's core. Everything below works without it.
+``Cache`` (batched get/set through the scheduler) is the only part that needs batchq's core.
 """
 
+from ._cache import Cache as Cache
+from ._cache import CachedFunction as CachedFunction
+from ._cache import CacheStats as CacheStats
+from ._cache import ServerStats as ServerStats
 from ._errors import CommandError as CommandError
 from ._errors import DeserializationError as DeserializationError
 from ._errors import InvalidKeyError as InvalidKeyError
@@ -26,9 +30,12 @@ from ._server import MemcachedServer as MemcachedServer
 from ._server import ensure_memcached as ensure_memcached
 from ._server import find_memcached as find_memcached
 
-# The Cache class (built on the engine) goes here: `from ._cache import Cache as Cache`.
-
 __all__ = [
+    # the batched cache
+    "Cache",
+    "CachedFunction",
+    "CacheStats",
+    "ServerStats",
     # clients
     "LocalClient",
     # keys

@@ -249,7 +249,7 @@ class Scheduler:
                 stats.tasks - before.tasks,
                 stats.nested_runs - before.nested_runs,
             )
-        if insts:
+            # Also when interrupted: an instrument sees every run end, counted up to the abort.
             for inst in insts:
                 inst.run_finished(self, self.last_run)
 

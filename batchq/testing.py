@@ -60,8 +60,9 @@ class RoundCounter(Instrument):
 
     # -- the instrument -------------------------------------------------------------------------
 
-    # A run interrupted by a BaseException ends without run_finished/round_finished: what it left
-    # open is recognised by its scheduler no longer running, and dropped.
+    # A run interrupted by a BaseException still ends with run_finished, but the round it was
+    # flushing gets no round_finished: what it left open is recognised by its scheduler no longer
+    # running, and dropped.
 
     def run_started(self, scheduler: Scheduler) -> None:
         self._runs = [s for s in self._runs if s.is_running()]

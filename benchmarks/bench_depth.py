@@ -1,0 +1,104 @@
+"""Round cost against depth: a chain of 125 ... 4000 levels, one batch round per level.
+
+A scheduler that rescans what is pending pays more per round as the graph deepens; batchq's round
+costs what it resumes, so its per-round time should stay flat. The summary divides the per-round
+time at depth 4000 by the one at depth 125 (1.0 is perfectly flat).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import batchq
+
+from ._chain import asynq_chain, batchq_chain
+from ._harness import (
+    BenchEnv,
+    Outcome,
+    Summary,
+    SummaryLine,
+    Workload,
+    WorkloadResult,
+    format_measure,
+    ratio_target,
+    register,
+    register_summary,
+)
+from ._sources import AsynqSource, Store
+
+DEPTHS = (125, 250, 500, 1000, 2000, 4000)
+# "Flat" as a number: per-round time may grow by at most half from depth 125 to 4000.
+FLATNESS_TARGET = 1.5
+
+_DATA = {i: i % 97 for i in range(1, max(DEPTHS) + 1)}
+
+
+def _builder(depth: int) -> Callable[[BenchEnv], Mapping[str, Callable[[], Outcome]]]:
+    def build(env: BenchEnv) -> Mapping[str, Callable[[], Outcome]]:
+        def run_batchq() -> Outcome:
+            store = Store(_DATA)
+            total = batchq_chain(batchq.Loader(store.get_many), depth)
+            return Outcome(answer=total, round_trips=store.trips)
+
+        def run_asynq() -> Outcome:
+            store = Store(_DATA)
+            total = asynq_chain(AsynqSource(store), depth)
+            return Outcome(answer=total, round_trips=store.trips)
+
+        return {"asynq": run_asynq, "batchq": run_batchq}
+
+    return build
+
+
+def _name(depth: int) -> str:
+    return f"depth-{depth}"
+
+
+for _depth in DEPTHS:
+    # asynq's round cost grows with depth (about 2.4 s per repetition at 4000 levels): the deep
+    # workloads get a few repetitions, the shallow ones many.
+    register(
+        Workload(
+            name=_name(_depth),
+            description=f"a chain of {_depth} levels, one batch round per level",
+            systems=("asynq", "batchq"),
+            baseline="asynq",
+            build=_builder(_depth),
+            units=_depth,
+            unit="round",
+            targets=(
+                ratio_target("batchq", "asynq", at_most=0.1, label="per round <= 0.1x asynq"),
+            ),
+            budget_s=3.0 if _depth <= 1000 else 6.0,
+            min_reps=3 if _depth >= 2000 else 5,
+            max_reps=40,
+            series=("round cost vs depth", _depth),
+        )
+    )
+
+
+def _flatness(results: Mapping[str, WorkloadResult]) -> list[SummaryLine]:
+    low, high = results.get(_name(DEPTHS[0])), results.get(_name(DEPTHS[-1]))
+    if low is None or high is None:
+        return []
+    lines = []
+    for system in ("batchq", "asynq"):
+        ratio = high.per_unit(system) / low.per_unit(system)
+        shown = (
+            f"{ratio:.2f} ({format_measure(low.per_unit(system), 'time')} per round at "
+            f"{DEPTHS[0]}, {format_measure(high.per_unit(system), 'time')} at {DEPTHS[-1]})"
+        )
+        is_batchq = system == "batchq"
+        lines.append(
+            SummaryLine(
+                label=f"flatness of {system}'s round cost (depth {DEPTHS[-1]} / {DEPTHS[0]})",
+                value=ratio,
+                shown=shown,
+                target=f"<= {FLATNESS_TARGET:g}" if is_batchq else "",
+                passed=ratio <= FLATNESS_TARGET if is_batchq else None,
+            )
+        )
+    return lines
+
+
+register_summary(Summary("depth-flatness", _flatness))

@@ -61,6 +61,7 @@ DEFAULT_MAX_BATCH_SIZE: Final = 4096
 
 # Envelope: marker, 4-byte big-endian serde flags, serde bytes. The NUL first byte keeps it apart
 # from text values other writers store.
+_KEY_MEMO_SIZE: Final = 100_000
 _MAGIC: Final = b"\x00bq"
 _HEADER: Final = len(_MAGIC) + 4
 
@@ -484,6 +485,8 @@ class Cache:
             encode_key(b"x", self._client_prefix + key_prefix)  # refuse a bad prefix now
         self.name = name if name is not None else f"Cache({_describe_client(client)})"
         self._nodes: dict[int, _Node] = {}
+        # Checked keys: the same keys come back every page, and checking costs more than a lookup.
+        self._key_memo: dict[str | bytes, bytes] = {}
         # HashClient routing is pure-Python murmur3 per key and server: remember it while the
         # set of live servers stays the same.
         self._route_memo: dict[bytes, Any] = {}
@@ -546,10 +549,22 @@ class Cache:
 
     def encode_key(self, key: str | bytes) -> bytes:
         """The bytes handed to the client for ``key`` (the client adds its own prefix)."""
+        memo = self._key_memo
+        try:
+            return memo[key]
+        except KeyError:
+            pass
+        except TypeError:
+            pass  # unhashable: encode_key refuses it with the clear message
         full = encode_key(
             key, self._client_prefix + self.key_prefix, hash_long_keys=self.hash_long_keys
         )
-        return full[len(self._client_prefix) :]
+        raw = full[len(self._client_prefix) :]
+        if len(memo) >= _KEY_MEMO_SIZE:
+            memo.clear()
+        # Only str and bytes reach here (encode_key refused the rest); 1 and True never share.
+        memo[key] = raw
+        return raw
 
     def _pack(self, key: str | bytes, value: Any) -> bytes:
         data, flags = self.serde.serialize(key, value)
@@ -586,17 +601,16 @@ class Cache:
 
     def _lookup(self, key: str | bytes, raw: bytes) -> GetItem | _Hit:
         """The future of one read: from the run's overlay if written in this run, else batched."""
-        state = _run_state()
-        if state is not None:
-            overlay = state.overlay
-            if overlay:
-                slot = (id(self), raw)
-                if slot in overlay:
-                    stored = overlay[slot]
-                    self._counters.overlay_hits += 1
-                    if stored is None:
-                        return _Hit(None, False)
-                    return _Hit(self._unpack(key, stored), True)
+        state = _runs.get()
+        # Reads never create the run's state: only a write of this run can put a key in it.
+        if state is not None and state.overlay and state.is_live():
+            slot = (id(self), raw)
+            if slot in state.overlay:
+                stored = state.overlay[slot]
+                self._counters.overlay_hits += 1
+                if stored is None:
+                    return _Hit(None, False)
+                return _Hit(self._unpack(key, stored), True)
         batch = self._batch()
         item = batch.reads.get(raw)
         if item is None:

@@ -1,0 +1,446 @@
+"""The memcache page render, and a cluster round against its slowest server.
+
+The page: 100 questions; each question's answer list; 20 answers per question (2,000); each
+answer's author (800 distinct users): dependency depth 4, 3,000 keys. Written five ways, all
+reading the same keys through the same client and decoding every value the same way:
+
+- ``naive``: one ``get`` per key, the code as one would write it without batching;
+- ``hand-batched`` (baseline): one ``get_many`` per level, written by hand, 4 round trips;
+- ``batchq``: the naive code's shape, as async functions over ``batchq.memcache.Cache``;
+- ``batchq-helpers``: the same, but answers reach their author through 0, 1 or 2 extra tasks;
+- ``asynq``: asynq async functions over a ``BatchBase`` that calls ``get_many``;
+- ``aiodataloader``: ``async def`` functions over a ``DataLoader`` whose batch calls ``get_many``.
+
+It runs on the embedded ``LocalClient`` and, when memcached is available, on a real server.
+
+The cluster workload puts a small loopback TCP proxy in front of each of 4 memcached servers that
+holds each reply until 1, 2, 3 or 4 ms after the request passed through it (an honest stand-in
+for servers at different network distances). One round of 400 keys through the Cache (one
+``get_many`` per server, concurrently) is compared with the slowest server alone answering its
+share, and with pymemcache's ``HashClient.get_many``, which asks the servers one after another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import asynq
+from aiodataloader import DataLoader
+from pymemcache.client.base import Client
+from pymemcache.client.hash import HashClient
+
+import batchq
+from batchq.memcache import Cache, JsonSerde, LocalClient
+
+from ._harness import BenchEnv, Outcome, Workload, ratio_target, register, round_trip_target
+from ._sources import AsynqSource
+
+QUESTIONS = 100
+ANSWERS_PER_QUESTION = 20
+USERS = 800
+_JSON = JsonSerde()
+
+
+def _make_data() -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for q in range(QUESTIONS):
+        data[f"q:{q}"] = {"title": f"question {q}", "answers": f"al:{q}"}
+        ids = [f"a:{q}:{j}" for j in range(ANSWERS_PER_QUESTION)]
+        data[f"al:{q}"] = ids
+        for j, aid in enumerate(ids):
+            data[aid] = {"text": f"answer {j} to {q}", "author": f"u:{(q * 37 + j * 41) % USERS}"}
+    for u in range(USERS):
+        data[f"u:{u}"] = {"name": f"user {u}"}
+    return data
+
+
+_DATA = _make_data()
+_QUESTION_KEYS = [f"q:{q}" for q in range(QUESTIONS)]
+UNITS = len(_DATA)
+
+
+def _decode(key: str, stored: bytes) -> Any:
+    """What the Cache does to every value it reads (its envelope, then JSON)."""
+    return _JSON.deserialize(key, stored[7:], int.from_bytes(stored[3:7], "big"))
+
+
+class Counted:
+    """Forwards to the real client and counts requests (round trips)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.trips = 0
+
+    def get(self, key: str) -> Any:
+        self.trips += 1
+        return self.client.get(key)
+
+    def get_many(self, keys: Sequence[str]) -> Any:
+        self.trips += 1
+        return self.client.get_many(keys)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+class _Store:
+    """``get_many(keys) -> values in key order`` over a memcache client, for asynq/aiodataloader."""
+
+    def __init__(self, client: Counted) -> None:
+        self.client = client
+
+    def get_many(self, keys: Sequence[str]) -> list[Any]:
+        found = self.client.get_many(list(keys))
+        return [_decode(k, found[k]) for k in keys]
+
+    async def aget_many(self, keys: Sequence[str]) -> list[Any]:
+        return self.get_many(keys)
+
+
+# -- naive and hand-batched ----------------------------------------------------------------------
+
+
+def naive_page(client: Counted) -> list[Any]:
+    def get(key: str) -> Any:
+        return _decode(key, client.get(key))
+
+    page = []
+    for qkey in _QUESTION_KEYS:
+        question = get(qkey)
+        names = [get(get(aid)["author"])["name"] for aid in get(question["answers"])]
+        page.append((question["title"], names))
+    return page
+
+
+def hand_batched_page(client: Counted) -> list[Any]:
+    def get_many(keys: list[str]) -> dict[str, Any]:
+        found = client.get_many(keys)
+        return {k: _decode(k, found[k]) for k in keys}
+
+    questions = get_many(_QUESTION_KEYS)
+    lists = get_many([q["answers"] for q in questions.values()])
+    answers = get_many([aid for ids in lists.values() for aid in ids])
+    users = get_many(list(dict.fromkeys(a["author"] for a in answers.values())))
+    page = []
+    for qkey in _QUESTION_KEYS:
+        q = questions[qkey]
+        names = [users[answers[aid]["author"]]["name"] for aid in lists[q["answers"]]]
+        page.append((q["title"], names))
+    return page
+
+
+# -- batchq --------------------------------------------------------------------------------------
+
+
+@batchq.asynq()
+def b_author(cache: Cache, ukey: str, hops: int) -> Any:
+    if hops:
+        return (yield b_author.asynq(cache, ukey, hops - 1))
+    user = yield cache.get.asynq(ukey)
+    return user["name"]
+
+
+@batchq.asynq()
+def b_answer(cache: Cache, aid: str, helpers: bool) -> Any:
+    answer = yield cache.get.asynq(aid)
+    hops = int(aid.rsplit(":", 1)[1]) % 3 if helpers else 0  # 0, 1 or 2 extra tasks
+    return (yield b_author.asynq(cache, answer["author"], hops))
+
+
+@batchq.asynq()
+def b_question(cache: Cache, qkey: str, helpers: bool) -> Any:
+    question = yield cache.get.asynq(qkey)
+    ids = yield cache.get.asynq(question["answers"])
+    names = yield [b_answer.asynq(cache, aid, helpers) for aid in ids]
+    return (question["title"], names)
+
+
+@batchq.asynq()
+def b_page(cache: Cache, helpers: bool = False) -> Any:
+    return (yield [b_question.asynq(cache, qkey, helpers) for qkey in _QUESTION_KEYS])
+
+
+# -- asynq ---------------------------------------------------------------------------------------
+
+
+@asynq.asynq()
+def a_answer(source: AsynqSource, aid: str) -> Any:
+    answer = yield source.load(aid)
+    user = yield source.load(answer["author"])
+    return user["name"]
+
+
+@asynq.asynq()
+def a_question(source: AsynqSource, qkey: str) -> Any:
+    question = yield source.load(qkey)
+    ids = yield source.load(question["answers"])
+    names = yield [a_answer.asynq(source, aid) for aid in ids]
+    return (question["title"], names)
+
+
+@asynq.asynq()
+def a_page(source: AsynqSource) -> Any:
+    return (yield [a_question.asynq(source, qkey) for qkey in _QUESTION_KEYS])
+
+
+# -- aiodataloader -------------------------------------------------------------------------------
+
+
+async def aio_answer(loader: Any, aid: str) -> Any:
+    answer = await loader.load(aid)
+    user = await loader.load(answer["author"])
+    return user["name"]
+
+
+async def aio_question(loader: Any, qkey: str) -> Any:
+    question = await loader.load(qkey)
+    ids = await loader.load(question["answers"])
+    names = await asyncio.gather(*[aio_answer(loader, aid) for aid in ids])
+    return (question["title"], list(names))
+
+
+async def aio_page(store: _Store) -> Any:
+    loader = DataLoader(store.aget_many)
+    return list(await asyncio.gather(*[aio_question(loader, qkey) for qkey in _QUESTION_KEYS]))
+
+
+# -- the page workloads --------------------------------------------------------------------------
+
+
+class _Resources:
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.closers: list[Callable[[], None]] = []
+
+    def close(self) -> None:
+        if self.loop is not None:
+            self.loop.close()
+            self.loop = None
+        while self.closers:
+            self.closers.pop()()
+
+
+def _page_systems(client: Any, res: _Resources) -> Mapping[str, Callable[[], Outcome]]:
+    loader_cache = Cache(client)
+    loader_cache.set_many(_DATA)  # every system reads what the Cache wrote
+    res.closers.append(loader_cache.close)
+    loop = res.loop = asyncio.new_event_loop()
+
+    def run(render: Callable[[Counted], Any]) -> Callable[[], Outcome]:
+        def rep() -> Outcome:
+            counted = Counted(client)
+            page = render(counted)
+            return Outcome(answer=page, round_trips=counted.trips)
+
+        return rep
+
+    def with_cache(helpers: bool) -> Callable[[Counted], Any]:
+        def render(counted: Counted) -> Any:
+            cache = Cache(counted)
+            return b_page(cache, helpers)
+
+        return render
+
+    return {
+        "hand-batched": run(hand_batched_page),
+        "naive": run(naive_page),
+        "batchq": run(with_cache(False)),
+        "batchq-helpers": run(with_cache(True)),
+        "asynq": run(lambda c: a_page(AsynqSource(_Store(c)))),  # type: ignore[arg-type]
+        "aiodataloader": run(lambda c: loop.run_until_complete(aio_page(_Store(c)))),
+    }
+
+
+_local = _Resources()
+_real = _Resources()
+
+
+def _build_local(env: BenchEnv) -> Mapping[str, Callable[[], Outcome]]:
+    return _page_systems(LocalClient(max_items=None, max_bytes=None), _local)
+
+
+def _build_real(env: BenchEnv) -> Mapping[str, Callable[[], Outcome]]:
+    (address,) = env.memcached(1)
+    client = Client(address, connect_timeout=2.0, timeout=5.0, no_delay=True)
+    _real.closers.append(client.close)
+    return _page_systems(client, _real)
+
+
+_PAGE_SYSTEMS = ("hand-batched", "naive", "batchq", "batchq-helpers", "asynq", "aiodataloader")
+_PAGE_TARGETS = (
+    ratio_target("batchq", "hand-batched", at_most=1.5, label="batchq within 1.5x hand-batched"),
+    round_trip_target("batchq", "hand-batched", label="batchq: 4 round trips"),
+    round_trip_target("batchq-helpers", "hand-batched", label="helper tasks: still 4"),
+)
+
+register(
+    Workload(
+        name="memcache-page-local",
+        description=f"depth-4 page, {UNITS} keys, on the embedded LocalClient",
+        systems=_PAGE_SYSTEMS,
+        baseline="hand-batched",
+        build=_build_local,
+        teardown=_local.close,
+        units=UNITS,
+        unit="key",
+        targets=_PAGE_TARGETS,
+        budget_s=8.0,
+        max_reps=30,
+    )
+)
+
+register(
+    Workload(
+        name="memcache-page-memcached",
+        description=f"depth-4 page, {UNITS} keys, on a real memcached over loopback",
+        systems=_PAGE_SYSTEMS,
+        baseline="hand-batched",
+        build=_build_real,
+        teardown=_real.close,
+        units=UNITS,
+        unit="key",
+        targets=_PAGE_TARGETS,
+        needs_memcached=True,
+        budget_s=10.0,
+        max_reps=30,
+    )
+)
+
+
+# -- the cluster: a round costs its slowest server ----------------------------------------------
+
+
+class DelayProxy:
+    """A loopback TCP proxy that holds each reply until ``delay`` seconds after its request."""
+
+    def __init__(self, upstream: tuple[str, int], delay: float) -> None:
+        self.upstream = upstream
+        self.delay = delay
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address: tuple[str, int] = self._listener.getsockname()[:2]
+        self._sockets: list[socket.socket] = [self._listener]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                downstream, _ = self._listener.accept()
+            except OSError:
+                return
+            up = socket.create_connection(self.upstream)
+            for s in (downstream, up):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sockets += [downstream, up]
+            sent = [0.0]
+            threading.Thread(target=self._forward, args=(downstream, up, sent), daemon=True).start()
+            threading.Thread(target=self._reply, args=(up, downstream, sent), daemon=True).start()
+
+    def _forward(self, src: socket.socket, dst: socket.socket, sent: list[float]) -> None:
+        with _quiet():
+            while chunk := src.recv(65536):
+                sent[0] = time.monotonic()
+                dst.sendall(chunk)
+
+    def _reply(self, src: socket.socket, dst: socket.socket, sent: list[float]) -> None:
+        with _quiet():
+            while chunk := src.recv(65536):
+                wait = sent[0] + self.delay - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                dst.sendall(chunk)
+
+    def close(self) -> None:
+        self._closed = True
+        for s in self._sockets:
+            with _quiet():
+                s.close()
+
+
+class _quiet:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        return kind is not None and issubclass(kind, OSError)
+
+
+CLUSTER_DELAYS = (0.001, 0.002, 0.003, 0.004)
+CLUSTER_KEYS = [f"cluster:{i}" for i in range(400)]
+_cluster = _Resources()
+
+
+def _build_cluster(env: BenchEnv) -> Mapping[str, Callable[[], Outcome]]:
+    servers = env.memcached(len(CLUSTER_DELAYS))
+    proxies = [DelayProxy(addr, d) for addr, d in zip(servers, CLUSTER_DELAYS, strict=True)]
+    _cluster.closers += [p.close for p in proxies]
+    hash_client = HashClient([p.address for p in proxies], connect_timeout=2.0, timeout=5.0)
+    _cluster.closers.append(hash_client.close)
+    cache = Cache(hash_client)
+    _cluster.closers.append(cache.close)
+    cache.set_many({k: {"i": i} for i, k in enumerate(CLUSTER_KEYS)})
+    slow_name = "%s:%s" % proxies[-1].address  # noqa: UP031 - HashClient's own node naming
+    slow_keys = [k for k in CLUSTER_KEYS if hash_client.hasher.get_node(k) == slow_name]
+    slow_client = Client(proxies[-1].address, connect_timeout=2.0, timeout=5.0)
+    _cluster.closers.append(slow_client.close)
+
+    @batchq.asynq()
+    def round_of(keys: list[str]) -> Any:
+        return (yield [cache.get.asynq(k) for k in keys])
+
+    def slowest_alone() -> Outcome:
+        found = slow_client.get_many(slow_keys)
+        return Outcome(answer=len([_decode(k, found[k]) for k in slow_keys]), round_trips=1)
+
+    def batchq_round() -> Outcome:
+        values = round_of(CLUSTER_KEYS)
+        return Outcome(answer=len(values), round_trips=None)
+
+    def sequential() -> Outcome:
+        found = hash_client.get_many(CLUSTER_KEYS)
+        return Outcome(answer=len([_decode(k, found[k]) for k in CLUSTER_KEYS]), round_trips=None)
+
+    # The answers differ in size by design (the slowest server holds a quarter of the keys), so
+    # each reports only that it read every key it was asked for.
+    expected = len(slow_keys)
+
+    def normalised(fn: Callable[[], Outcome], n: int) -> Callable[[], Outcome]:
+        def rep() -> Outcome:
+            out = fn()
+            return Outcome(answer=out.answer == n and expected > 0, round_trips=out.round_trips)
+
+        return rep
+
+    return {
+        "slowest-alone": normalised(slowest_alone, expected),
+        "batchq": normalised(batchq_round, len(CLUSTER_KEYS)),
+        "hashclient-sequential": normalised(sequential, len(CLUSTER_KEYS)),
+    }
+
+
+register(
+    Workload(
+        name="memcache-cluster-4",
+        description=(
+            f"one round of {len(CLUSTER_KEYS)} keys over 4 memcached servers that answer after "
+            "1-4 ms, against the slowest server alone"
+        ),
+        systems=("slowest-alone", "batchq", "hashclient-sequential"),
+        baseline="slowest-alone",
+        build=_build_cluster,
+        teardown=_cluster.close,
+        units=len(CLUSTER_KEYS),
+        unit="key",
+        targets=(
+            ratio_target("batchq", "slowest-alone", at_most=1.3, label="round within 1.3x slowest"),
+        ),
+        needs_memcached=True,
+        budget_s=6.0,
+        max_reps=60,
+    )
+)

@@ -234,6 +234,13 @@ class Scheduler:
                     self._flush_round(insts)
                     continue
                 self._unstick(root)
+            # Requests nobody waited on (a write issued and not yielded) still go out before the
+            # run returns: nothing requested in a run is dropped.
+            while self._pending or self._ready:
+                if self._ready:
+                    self._drive(_task_hooks(insts) if insts else ())
+                else:
+                    self._flush_round(insts)
         except BaseException:
             self._abort(root)
             raise

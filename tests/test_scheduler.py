@@ -315,3 +315,20 @@ def test_error_future_yield_raises_at_the_yield() -> None:
         return "not raised"
 
     assert root() == "caught 'k'"
+
+
+def test_requests_nobody_waits_on_are_flushed_before_the_run_returns() -> None:
+    src, calls = make_loader("writes")
+
+    @asynq()
+    def fire_and_forget() -> Generator[Any, Any, str]:
+        src.load.asynq("w1")  # issued, never yielded
+        yield None
+        return "done"
+
+    assert fire_and_forget() == "done"
+    assert calls == [["w1"]]
+    sched = batchq.get_scheduler()
+    assert not sched._pending
+    assert sched.last_run is not None
+    assert sched.last_run.rounds == 1

@@ -4,6 +4,7 @@ Public names only; the implementation lives in private modules. Importing batchq
 effects.
 """
 
+from ._asyncio import from_asyncio as from_asyncio
 from ._batch import BatchBase as BatchBase
 from ._batch import BatchItemBase as BatchItemBase
 from ._contexts import AsyncContext as AsyncContext
@@ -66,6 +67,8 @@ __all__ = [
     "PureAsyncFunction",
     "AsyncTask",
     "result",
+    # asyncio
+    "from_asyncio",
     # futures
     "FutureBase",
     "Future",

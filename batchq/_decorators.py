@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
 from ._scheduler import run_sync
@@ -116,6 +116,12 @@ class AsyncFunction(_AsyncCallable[P, T]):
         """The task of this call, to ``yield`` from another async function."""
         return self._task(args, kwargs)
 
+    def asyncio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
+        """Await this call from asyncio code; calls pending at the same moment share rounds."""
+        from ._asyncio import run_in_loop
+
+        return run_in_loop(lambda: self.asynq(*args, **kwargs))
+
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
         if self.sync_fn is not None:
             return self.sync_fn(*args, **kwargs)  # type: ignore[no-any-return]
@@ -162,6 +168,12 @@ class BoundAsyncFunction(Generic[P, T]):
 
     def asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
         return self.__func__._task((self.__self__, *args), kwargs)
+
+    def asyncio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
+        """Await this call from asyncio code; calls pending at the same moment share rounds."""
+        from ._asyncio import run_in_loop
+
+        return run_in_loop(lambda: self.asynq(*args, **kwargs))
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
         func = self.__func__
@@ -223,6 +235,12 @@ class PureAsyncFunction(_AsyncCallable[P, T]):
         if self._is_gen:
             return self.task_cls(fn(*args, **kwargs), fn)
         return self.task_cls(_call_plain(fn, args, kwargs), fn, args, kwargs)
+
+    def asyncio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
+        """Await this call from asyncio code; calls pending at the same moment share rounds."""
+        from ._asyncio import run_in_loop
+
+        return run_in_loop(lambda: self(*args, **kwargs))
 
     def is_pure_async_fn(self) -> bool:
         return True

@@ -8,7 +8,7 @@ in chunks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Hashable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from ._batch import BatchBase, BatchItemBase
@@ -203,6 +203,12 @@ class LoadFunction(Generic[K, V]):
     def __call__(self, key: K) -> V:
         return run_sync(self._loader.request(key))
 
+    def asyncio(self, key: K) -> Coroutine[Any, Any, V]:
+        """Await the value of ``key`` from asyncio code; keys pending together share a fetch."""
+        from ._asyncio import run_in_loop
+
+        return run_in_loop(lambda: self._loader.request(key), self, (key,))
+
     def is_pure_async_fn(self) -> bool:
         return False
 
@@ -229,6 +235,13 @@ class LoadManyFunction(Generic[K, V]):
 
     def __call__(self, keys: Iterable[K]) -> list[V]:
         return run_sync(self.asynq(keys))
+
+    def asyncio(self, keys: Iterable[K]) -> Coroutine[Any, Any, list[V]]:
+        """Await the values of ``keys`` (in key order) from asyncio code."""
+        from ._asyncio import run_in_loop
+
+        keys = list(keys)
+        return run_in_loop(lambda: self.asynq(keys))
 
     def is_pure_async_fn(self) -> bool:
         return False

@@ -1,0 +1,631 @@
+"""asyncio both ways: `.asyncio()` calls share rounds on a loop; batchq awaits via from_asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, TypeVar
+
+import pytest
+
+import batchq
+from batchq import Loader, asynq, from_asyncio
+from batchq import debug as bq_debug
+from batchq._asyncio import AsyncioFuture, _drivers
+
+T = TypeVar("T")
+
+# Guards against a hang turning into a stuck test run; never an assertion about speed.
+HANG_GUARD_SECONDS = 30.0
+
+
+def run(make_main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """asyncio.run(main), failing if the loop's exception handler saw anything.
+
+    That handler is where "Task was destroyed but it is pending" and "exception was never
+    retrieved" end up; warnings (e.g. a coroutine never awaited) are errors under pytest here.
+    """
+    seen: list[dict[str, Any]] = []
+
+    async def main() -> T:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: seen.append(ctx))
+        try:
+            return await asyncio.wait_for(make_main(), HANG_GUARD_SECONDS)
+        finally:
+            gc.collect()
+            await asyncio.sleep(0)
+
+    result = asyncio.run(main())
+    gc.collect()
+    assert seen == []
+    return result
+
+
+class Counting:
+    """A fetch that records every call: its keys and the thread it ran in."""
+
+    def __init__(self, transform: Callable[[Any], Any] = lambda k: ("v", k)) -> None:
+        self.calls: list[list[Any]] = []
+        self.threads: set[int] = set()
+        self.transform = transform
+        self._lock = threading.Lock()
+
+    def __call__(self, keys: list[Any]) -> list[Any]:
+        with self._lock:
+            self.calls.append(list(keys))
+            self.threads.add(threading.get_ident())
+        return [self.transform(k) for k in keys]
+
+
+def two_level_model(
+    loader: Loader[Any, Any],
+) -> batchq.AsyncFunction[[int], tuple[Any, Any]]:
+    """A request that needs two dependent rounds, with keys shared between requests."""
+
+    @asynq()
+    def page(i: int) -> Generator[Any, Any, tuple[Any, Any]]:
+        user = yield loader.load.asynq(("user", i % 50))
+        friends = yield loader.load_many.asynq([("friend", i % 7), ("friend", user[1][1])])
+        return user, friends
+
+    return page
+
+
+# -- many concurrent requests ----------------------------------------------------------------------
+
+
+def test_concurrent_requests_share_rounds_like_one_sync_run() -> None:
+    sync_fetch = Counting()
+    sync_page = two_level_model(Loader(sync_fetch, name="db"))
+
+    @asynq()
+    def everything() -> Generator[Any, Any, list[Any]]:
+        return (yield [sync_page.asynq(i) for i in range(200)])
+
+    expected = everything()
+    assert len(sync_fetch.calls) == 2  # the model really needs two rounds
+
+    fetch = Counting()
+    page = two_level_model(Loader(fetch, name="db"))
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(page.asyncio(i) for i in range(200)))
+
+    assert run(main) == expected
+    assert len(fetch.calls) == len(sync_fetch.calls)
+    # Each distinct key once per round, as in the synchronous run.
+    assert sorted(map(sorted, fetch.calls)) == sorted(map(sorted, sync_fetch.calls))
+
+
+def test_blocking_fetch_never_runs_on_the_loop_thread() -> None:
+    fetch = Counting()
+    page = two_level_model(Loader(fetch))
+    loop_thread: list[int] = []
+
+    async def main() -> None:
+        loop_thread.append(threading.get_ident())
+        await asyncio.gather(*(page.asyncio(i) for i in range(20)))
+
+    run(main)
+    assert fetch.threads
+    assert loop_thread[0] not in fetch.threads
+
+
+def test_calls_arriving_during_a_flush_join_the_next_round() -> None:
+    release = threading.Event()
+    entered = threading.Event()
+    calls: list[list[int]] = []
+
+    def fetch(keys: list[int]) -> list[int]:
+        calls.append(list(keys))
+        if len(calls) == 1:
+            entered.set()
+            release.wait(HANG_GUARD_SECONDS)
+        return [k * 10 for k in keys]
+
+    loader: Loader[int, int] = Loader(fetch)
+
+    async def main() -> list[int]:
+        first = asyncio.ensure_future(loader.load.asyncio(1))
+        await asyncio.to_thread(entered.wait, HANG_GUARD_SECONDS)  # the first flush is running
+        late = [asyncio.ensure_future(loader.load.asyncio(k)) for k in (2, 3, 2)]
+        await asyncio.sleep(0)
+        release.set()
+        return [await first, *[await t for t in late]]
+
+    assert run(main) == [10, 20, 30, 20]
+    assert calls == [[1], [2, 3]]
+
+
+def test_sequential_awaits_and_a_second_loop_each_work() -> None:
+    fetch = Counting(lambda k: k + 1)
+    loader: Loader[int, int] = Loader(fetch)
+
+    async def main() -> list[int]:
+        return [await loader.load.asyncio(1), await loader.load.asyncio(2)]
+
+    assert run(main) == [2, 3]
+    assert run(main) == [2, 3]
+    assert fetch.calls == [[1], [2], [1], [2]]
+
+
+# -- every kind of batchq function ---------------------------------------------------------------
+
+
+def test_asyncio_on_every_kind_of_function() -> None:
+    loader: Loader[int, int] = Loader(lambda keys: [k * 2 for k in keys])
+
+    class Model:
+        def __init__(self, base: int) -> None:
+            self.base = base
+
+        @asynq()
+        def method(self, k: int) -> Generator[Any, Any, int]:
+            return self.base + (yield loader.load.asynq(k))
+
+        @asynq()
+        @classmethod
+        def cmethod(cls, k: int) -> Generator[Any, Any, str]:
+            v = yield loader.load.asynq(k)
+            return f"{cls.__name__}:{v}"
+
+        @asynq()
+        @staticmethod
+        def smethod(k: int) -> Generator[Any, Any, int]:
+            return -(yield loader.load.asynq(k))
+
+    @asynq(pure=True)
+    def pure(k: int) -> Generator[Any, Any, int]:
+        return (yield loader.load.asynq(k)) + 1
+
+    @asynq()
+    def plain(k: int) -> int:
+        return k * 100
+
+    async def main() -> list[Any]:
+        m = Model(1000)
+        return list(
+            await asyncio.gather(
+                m.method.asyncio(1),
+                Model.cmethod.asyncio(2),
+                m.smethod.asyncio(3),
+                pure.asyncio(4),
+                plain.asyncio(5),
+                loader.load.asyncio(6),
+                loader.load_many.asyncio(iter([7, 8, 7])),
+            )
+        )
+
+    assert run(main) == [1002, "Model:4", -6, 9, 500, 12, [14, 16, 14]]
+
+
+def test_bad_arguments_raise_from_the_await() -> None:
+    @asynq()
+    def one(k: int) -> Generator[Any, Any, int]:
+        return k
+        yield
+
+    async def main() -> None:
+        with pytest.raises(TypeError):
+            await one.asyncio(1, 2)  # type: ignore[call-arg]
+
+    run(main)
+
+
+# -- errors cross unchanged ------------------------------------------------------------------------
+
+
+def test_an_error_reaches_the_asyncio_caller_unchanged_with_its_async_chain() -> None:
+    raised: list[BaseException] = []
+
+    def fetch(keys: list[int]) -> list[Any]:
+        return list(keys)
+
+    loader: Loader[int, int] = Loader(fetch)
+
+    @asynq()
+    def inner(k: int) -> Generator[Any, Any, int]:
+        v = yield loader.load.asynq(k)
+        err = LookupError(f"no row {v}")
+        raised.append(err)
+        raise err
+
+    @asynq()
+    def middle(k: int) -> Generator[Any, Any, int]:
+        return (yield inner.asynq(k + 1))
+
+    @asynq()
+    def outer(k: int) -> Generator[Any, Any, int]:
+        return (yield middle.asynq(k + 1))
+
+    async def main() -> BaseException:
+        with pytest.raises(LookupError) as info:
+            await outer.asyncio(1)
+        return info.value
+
+    error = run(main)
+    assert error is raised[0]
+    note = "\n".join(getattr(error, "__notes__", []))
+    assert note.index("outer(k=1)") < note.index("middle(k=2)") < note.index("inner(k=3)")
+
+
+def test_from_asyncio_errors_cross_both_ways_unchanged() -> None:
+    raised: list[BaseException] = []
+    caught: list[BaseException] = []
+
+    @from_asyncio
+    async def failing(k: int) -> int:
+        await asyncio.sleep(0)
+        err = KeyError(k)
+        raised.append(err)
+        raise err
+
+    @asynq()
+    def catches(k: int) -> Generator[Any, Any, str]:
+        try:
+            yield failing.asynq(k)
+        except KeyError as e:
+            caught.append(e)
+            return "caught"
+        return "not raised"
+
+    @asynq()
+    def lets_through(k: int) -> Generator[Any, Any, int]:
+        return (yield failing.asynq(k))
+
+    async def main() -> BaseException:
+        assert await catches.asyncio(1) == "caught"
+        with pytest.raises(KeyError) as info:
+            await lets_through.asyncio(2)
+        return info.value
+
+    # asyncio -> batchq (caught in the generator) and asyncio -> batchq -> asyncio.
+    assert run(main) is raised[1]
+    assert caught == [raised[0]]
+    # The same both ways in a plain synchronous run.
+    assert catches(3) == "caught"
+    assert caught[1] is raised[2]
+    with pytest.raises(KeyError) as info:
+        lets_through(4)
+    assert info.value is raised[3]
+
+
+def test_fetch_errors_fail_only_their_key_under_asyncio() -> None:
+    missing = LookupError("gone")
+    loader: Loader[int, int] = Loader(lambda keys: [missing if k == 2 else k for k in keys])
+
+    async def main() -> list[Any]:
+        calls = (loader.load.asyncio(k) for k in (1, 2, 3))
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    assert run(main) == [1, missing, 3]
+
+
+# -- from_asyncio ----------------------------------------------------------------------------------
+
+
+def barrier_coroutine(n: int) -> Callable[[int], Awaitable[int]]:
+    """Each call finishes only once ``n`` calls have started: run one by one, they would hang."""
+    started: list[int] = []
+    state: dict[str, asyncio.Event] = {}
+
+    async def wait_for_all(k: int) -> int:
+        # The event belongs to whichever loop runs the calls.
+        event = state.setdefault("event", asyncio.Event())
+        started.append(k)
+        if len(started) == n:
+            event.set()
+        await asyncio.wait_for(event.wait(), HANG_GUARD_SECONDS)
+        return k * 3
+
+    return wait_for_all
+
+
+def test_from_asyncio_runs_a_rounds_coroutines_concurrently_in_a_sync_run() -> None:
+    wait_for_all = from_asyncio(barrier_coroutine(4))
+    other = from_asyncio(barrier_coroutine(1))
+
+    @asynq()
+    def root() -> Generator[Any, Any, list[int]]:
+        return (yield [*(wait_for_all.asynq(k) for k in range(4)), other.asynq(9)])
+
+    assert root() == [0, 3, 6, 9, 27]
+    stats = batchq.get_scheduler().last_run
+    assert stats is not None
+    assert (stats.rounds, stats.batches, stats.items) == (1, 1, 5)
+
+
+def test_from_asyncio_runs_concurrently_under_a_driver() -> None:
+    wait_for_all = from_asyncio(barrier_coroutine(6))
+
+    @asynq()
+    def two(k: int) -> Generator[Any, Any, list[int]]:
+        return (yield [wait_for_all.asynq(k), wait_for_all.asynq(k + 10)])
+
+    async def main() -> list[Any]:
+        return list(await asyncio.gather(*(two.asyncio(k) for k in range(3))))
+
+    assert run(main) == [[0, 30], [3, 33], [6, 36]]
+
+
+def test_from_asyncio_of_an_awaitable_and_a_sync_call_inside_asyncio_code() -> None:
+    async def add(a: int, b: int) -> int:
+        await asyncio.sleep(0)
+        return a + b
+
+    adder = from_asyncio(add)
+
+    @asynq()
+    def uses_awaitable(k: int) -> Generator[Any, Any, int]:
+        return (yield from_asyncio(add(k, 1)))
+
+    async def main() -> list[int]:
+        # A synchronous call from a coroutine: the loop is busy, so a private loop in a worker
+        # thread runs the coroutine.
+        in_sync = [uses_awaitable(1), adder(2, 3)]
+        return [*in_sync, await uses_awaitable.asyncio(4), await adder.asyncio(5, 6)]
+
+    assert run(main) == [2, 5, 5, 11]
+    assert uses_awaitable(7) == 8
+
+
+def test_a_bridged_coroutine_may_await_batchq_again() -> None:
+    loader: Loader[int, int] = Loader(lambda keys: [k + 1 for k in keys])
+
+    @asynq()
+    def leaf(k: int) -> Generator[Any, Any, int]:
+        return (yield loader.load.asynq(k))
+
+    @from_asyncio
+    async def via_asyncio(k: int) -> int:
+        return await leaf.asyncio(k) * 2
+
+    @asynq()
+    def root(k: int) -> Generator[Any, Any, int]:
+        return (yield via_asyncio.asynq(k))
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(root.asyncio(1), root.asyncio(2)))
+
+    assert run(main) == [4, 6]
+
+
+def test_from_asyncio_refuses_what_it_cannot_wrap() -> None:
+    @asynq()
+    def gen_fn() -> Generator[Any, Any, int]:
+        return 1
+        yield
+
+    with pytest.raises(TypeError, match="batchq"):
+        from_asyncio(gen_fn)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="got 42 of type int"):
+        from_asyncio(42)  # type: ignore[call-overload]
+
+    @from_asyncio  # type: ignore[arg-type]
+    def not_async(k: int) -> int:
+        return k
+
+    with pytest.raises(TypeError, match="not awaitable"):
+        not_async(1)
+
+
+def test_an_unfinished_bridged_future_refuses_a_synchronous_wait() -> None:
+    gate: dict[str, asyncio.Event] = {}
+
+    async def wait() -> int:
+        await gate["go"].wait()
+        return 5
+
+    @asynq()
+    def root() -> Generator[Any, Any, tuple[str, int]]:
+        fut = from_asyncio(wait())
+        assert isinstance(fut, AsyncioFuture)
+        try:
+            fut.value()
+        except batchq.DeadlockError as e:
+            message = str(e)
+        gate["go"].set()
+        return message, (yield fut)
+
+    async def main() -> tuple[str, int]:
+        gate["go"] = asyncio.Event()
+        return await root.asyncio()
+
+    message, value = run(main)
+    assert value == 5
+    assert "yield it" in message.lower()
+
+
+def test_an_unyielded_coroutine_is_closed_when_its_batch_is_cancelled() -> None:
+    async def never() -> int:
+        return 1
+
+    sched = batchq.Scheduler()
+    token = batchq._scheduler._current.set(sched)
+    try:
+        item = from_asyncio(never())
+        batch = item.batch  # type: ignore[attr-defined]
+        batch.cancel()
+    finally:
+        batchq._scheduler._current.reset(token)
+    assert isinstance(item.error(), batchq.BatchCancelledError)
+    # Closed: no "coroutine was never awaited" warning (an error under this test run).
+    gc.collect()
+
+
+# -- cancellation ----------------------------------------------------------------------------------
+
+
+def test_cancelling_a_caller_closes_its_generators_and_the_asyncio_work() -> None:
+    closed: list[str] = []
+    bridged_cancelled: list[bool] = []
+
+    async def forever() -> int:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            bridged_cancelled.append(True)
+            raise
+        return 0
+
+    @asynq()
+    def inner() -> Generator[Any, Any, int]:
+        try:
+            return (yield from_asyncio(forever()))
+        finally:
+            closed.append("inner")
+
+    @asynq()
+    def outer() -> Generator[Any, Any, int]:
+        try:
+            return (yield inner.asynq())
+        finally:
+            closed.append("outer")
+
+    loader: Loader[int, int] = Loader(lambda keys: list(keys))
+
+    async def main() -> int:
+        task = asyncio.ensure_future(outer.asyncio())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        driver = _drivers[asyncio.get_running_loop()]
+        # The driver is not stuck: another call still runs, and afterwards the driver is idle.
+        value = await loader.load.asyncio(7)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert driver.runner is None
+        assert driver.tasks == set()
+        return value
+
+    assert run(main) == 7
+    assert closed == ["inner", "outer"]
+    assert bridged_cancelled == [True]
+
+
+def test_cancelling_a_caller_during_a_flush_leaves_other_callers_alone() -> None:
+    release = threading.Event()
+    entered = threading.Event()
+    closed: list[int] = []
+
+    def fetch(keys: list[int]) -> list[int]:
+        entered.set()
+        release.wait(HANG_GUARD_SECONDS)
+        return [k * 10 for k in keys]
+
+    loader: Loader[int, int] = Loader(fetch)
+
+    @asynq()
+    def get(k: int) -> Generator[Any, Any, int]:
+        try:
+            first = yield loader.load.asynq(k)
+            return first + (yield loader.load.asynq(k + 1))
+        finally:
+            closed.append(k)
+
+    async def main() -> int:
+        doomed = asyncio.ensure_future(get.asyncio(1))
+        kept = asyncio.ensure_future(get.asyncio(2))
+        await asyncio.to_thread(entered.wait, HANG_GUARD_SECONDS)
+        doomed.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        release.set()
+        return await kept
+
+    assert run(main) == 20 + 30
+    assert sorted(closed) == [1, 2]
+
+
+def test_a_pending_caller_at_loop_shutdown_is_closed_without_warnings() -> None:
+    closed: list[str] = []
+
+    @asynq()
+    def stuck() -> Generator[Any, Any, int]:
+        try:
+            return (yield from_asyncio(asyncio.Event().wait()))
+        finally:
+            closed.append("stuck")
+
+    async def main() -> None:
+        task = asyncio.ensure_future(stuck.asyncio())
+        keep.append(task)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        # Returns with the task still pending: asyncio.run cancels every task left.
+
+    keep: list[asyncio.Future[Any]] = []
+    seen: list[dict[str, Any]] = []
+
+    async def outer() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: seen.append(ctx))
+        await main()
+
+    asyncio.run(outer())
+    gc.collect()
+    assert seen == []
+    assert closed == ["stuck"]
+    assert keep[0].cancelled()
+
+
+# -- scheduling details ----------------------------------------------------------------------------
+
+
+def test_a_dependency_cycle_is_reported_to_the_caller() -> None:
+    holder: dict[str, batchq.AsyncTask[int]] = {}
+
+    @asynq()
+    def waits_on_itself() -> Generator[Any, Any, int]:
+        return (yield holder["task"])
+
+    @asynq()
+    def root() -> Generator[Any, Any, int]:
+        holder["task"] = waits_on_itself.asynq()
+        return (yield holder["task"])
+
+    async def main() -> None:
+        with pytest.raises(batchq.DependencyCycleError):
+            await root.asyncio()
+
+    run(main)
+
+
+def test_strict_mode_and_nested_runs_under_asyncio() -> None:
+    loader: Loader[int, int] = Loader(lambda keys: list(keys))
+
+    @asynq()
+    def splits(k: int) -> Generator[Any, Any, int]:
+        first = loader.load(k)  # a synchronous call inside a running task
+        return first + (yield loader.load.asynq(k + 1))
+
+    async def main() -> None:
+        assert await splits.asyncio(1) == 3
+        driver = _drivers[asyncio.get_running_loop()]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert driver.sched.last_run is not None
+        assert driver.sched.last_run.nested_runs == 1
+        with bq_debug.strict(), pytest.raises(batchq.SyncCallInAsyncError, match="splits"):
+            await splits.asyncio(1)
+
+    run(main)
+
+
+def test_instruments_of_an_asyncio_caller_see_its_rounds() -> None:
+    loader: Loader[int, int] = Loader(lambda keys: list(keys), name="numbers")
+    recorder = bq_debug.TraceRecorder()
+
+    async def main() -> list[int]:
+        with bq_debug.instrument(recorder):
+            return list(await asyncio.gather(*(loader.load.asyncio(k) for k in range(5))))
+
+    assert run(main) == [0, 1, 2, 3, 4]
+    flushes = [e for e in recorder.events() if e.get("cat") == "flush"]
+    assert [(e["name"], e["args"]["keys"]) for e in flushes] == [("numbers", 5)]
+    runs = [e for e in recorder.events() if e.get("name") == "run"]
+    assert len(runs) == 1
+    assert runs[0]["args"]["rounds"] == 1

@@ -734,9 +734,9 @@ class Cache:
         kwargs: dict[str, Any],
     ) -> Generator[Any, Any, Any]:
         value = yield make_task(*args, **kwargs)
-        # Waited for: a run ends when its root is done, so a write no one waits on could stay
-        # unflushed; and with on_error="raise" its failure must reach a caller.
-        yield self._write(key, raw, self._pack(key, value), ttl)
+        # Not waited for: the write joins this round's batch and the scheduler flushes it before
+        # the run returns; a failure is logged and counted (the caller has its value either way).
+        self._write(key, raw, self._pack(key, value), ttl)
         return value
 
     # -- flushing ---------------------------------------------------------------------------------

@@ -629,3 +629,28 @@ def test_instruments_of_an_asyncio_caller_see_its_rounds() -> None:
     runs = [e for e in recorder.events() if e.get("name") == "run"]
     assert len(runs) == 1
     assert runs[0]["args"]["rounds"] == 1
+
+
+def test_from_asyncio_on_a_method_and_a_sync_call_inside_a_driver_task() -> None:
+    class Service:
+        def __init__(self, factor: int) -> None:
+            self.factor = factor
+
+        @from_asyncio
+        async def scale(self, k: int) -> int:
+            await asyncio.sleep(0)
+            return k * self.factor
+
+    service = Service(4)
+
+    @asynq()
+    def root(k: int) -> Generator[Any, Any, list[int]]:
+        yielded = yield service.scale.asynq(k)
+        # A synchronous call inside a task run by the driver: a nested run, on a private loop.
+        return [yielded, service.scale(k + 1)]
+
+    async def main() -> list[int]:
+        return await root.asyncio(1)
+
+    assert run(main) == [4, 8]
+    assert root(2) == [8, 12]

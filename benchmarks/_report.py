@@ -252,7 +252,9 @@ def render_markdown(
             lines.append(status)
             continue
         lines.append(
-            f"{w.units} {w.unit}s per repetition; {r.reps} repetitions per system"
+            f"{w.units} {w.unit}s per repetition; {r.reps} "
+            + ("repetition" if r.reps == 1 else "repetitions")
+            + " per system"
             + (" after one warm-up" if w.warmup else "")
             + f"; baseline: {w.baseline}."
         )

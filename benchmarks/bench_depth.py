@@ -69,7 +69,7 @@ for _depth in DEPTHS:
             targets=(
                 ratio_target("batchq", "asynq", at_most=0.1, label="per round <= 0.1x asynq"),
             ),
-            budget_s=3.0 if _depth <= 1000 else 6.0,
+            budget_s=4.0 if _depth <= 1000 else 6.0,
             min_reps=3 if _depth >= 2000 else 5,
             max_reps=40,
             series=("round cost vs depth", _depth),

@@ -183,7 +183,7 @@ register(
                 label="per call <= 0.5x asynq without its complex assertions",
             ),
         ),
-        budget_s=5.0,
+        budget_s=8.0,
         min_reps=10,
         max_reps=80,
     )
@@ -262,9 +262,9 @@ register(
         units=FANOUT,
         unit="task",
         targets=(ratio_target("batchq", "asynq", at_most=0.5, label="per task <= 0.5x asynq"),),
-        budget_s=6.0,
+        budget_s=8.0,
         min_reps=5,
-        max_reps=40,
+        max_reps=60,
     )
 )
 
@@ -310,8 +310,8 @@ register(
         units=CHAIN_DEPTH,
         unit="round",
         targets=(ratio_target("batchq", "asynq", at_most=0.1, label="per round <= 0.1x asynq"),),
-        budget_s=5.0,
+        budget_s=6.0,
         min_reps=5,
-        max_reps=40,
+        max_reps=60,
     )
 )

@@ -3,7 +3,9 @@ a plain synchronous evaluation computes (values and exceptions, node by node), i
 number of rounds with the predicted fetches, and leaves nothing behind.
 
 Graphs mix tasks (some shared by several parents), three loaders (one fails some keys by returning
-exceptions, one is always down), constant and error futures, every yield shape (bare, list, tuple,
+exceptions, one is always down), ``@cache.cached`` functions over a ``LocalClient`` (some keys
+already cached, the rest computed from a loader, failing when it fails), constant and error
+futures, every yield shape (bare, list, tuple,
 dict, nested), tasks that raise before or after a stage and tasks that catch what a stage raised.
 
 The number of examples comes from a hypothesis profile chosen by the environment variable
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from collections import defaultdict
 from collections.abc import Callable, Generator
 from typing import Any
@@ -26,6 +29,7 @@ from hypothesis import strategies as st
 import batchq
 from batchq import ConstFuture, ErrorFuture, Loader, asynq
 from batchq._scheduler import Instrument, Scheduler, instruments
+from batchq.memcache import Cache, LocalClient
 
 settings.register_profile(
     "reliability-default",
@@ -66,6 +70,8 @@ class NodeFailed(Exception):
 # leaf:  ("load", source, key)   a loader key; A fails keys >= 4, C fails every batch
 #        ("const", value)        a ConstFuture
 #        ("errfut", tag)         an ErrorFuture
+#        ("cached", uid, source, key)  a call of a cached function: a hit if uid is pre-cached,
+#                                else it loads (source, key) like a "load" leaf and caches that
 # group: ("group", [child, ...]) a nested list inside a yielded structure
 # task:  ("task", stages, raise_at, catch, tag)
 #        stages: ((shape, [child, ...]), ...) yielded one after another; shape is "bare" (exactly
@@ -79,7 +85,8 @@ FAILING_KEYS = 4
 loads = st.tuples(st.just("load"), st.sampled_from("ABC"), st.integers(0, 5))
 consts = st.tuples(st.just("const"), st.integers(0, 3))
 errfuts = st.tuples(st.just("errfut"), st.integers(0, 3))
-leaves = st.one_of(loads, loads, loads, consts, errfuts)
+cacheds = st.tuples(st.just("cached"), st.just(0), st.sampled_from("AB"), st.integers(0, 5))
+leaves = st.one_of(loads, loads, loads, consts, errfuts, cacheds)
 
 
 def _tasks(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -108,7 +115,32 @@ def _freeze(node: Any) -> Any:
     return node
 
 
-graphs = st.recursive(leaves, _extend, max_leaves=30).map(_freeze)
+def _number_cached(node: Any) -> Any:
+    """Give every cached call its own uid, so that each cache key is asked for by one call.
+
+    Equal task nodes stay equal (one shared task), so their cached calls stay one call; without
+    this, two calls of one key in a run would race in ways that depend on task order in a round.
+    """
+    counter = iter(range(10**6))
+    seen: dict[Any, Any] = {}
+
+    def walk(n: Any) -> Any:
+        kind = n[0]
+        if kind == "cached":
+            return ("cached", next(counter), n[2], n[3])
+        if kind == "group":
+            return ("group", tuple(walk(c) for c in n[1]))
+        if kind == "task":
+            if n not in seen:
+                stages = tuple((shape, tuple(walk(c) for c in cs)) for shape, cs in n[1])
+                seen[n] = ("task", stages, *n[2:])
+            return seen[n]
+        return n
+
+    return walk(node)
+
+
+graphs = st.recursive(leaves, _extend, max_leaves=30).map(_freeze).map(_number_cached)
 
 
 def as_root(node: Any) -> Any:
@@ -145,7 +177,8 @@ def leaf_value(node: Any) -> Any:
 class Plain:
     """Evaluates a graph with ordinary calls; records each task node's outcome and stage count."""
 
-    def __init__(self) -> None:
+    def __init__(self, precached: frozenset[int] = frozenset()) -> None:
+        self.precached = precached
         self.outcomes: dict[Any, Outcome] = {}
         self.stages_run: dict[Any, int] = {}
 
@@ -160,6 +193,14 @@ class Plain:
             if status == "err":
                 raise payload[1]
             return payload
+        if kind == "cached":
+            if node[1] in self.precached:
+                return ["cached", node[1]]
+            load = ("load", node[2], node[3])
+            error = leaf_error(load)
+            if error is not None:
+                raise error
+            return list(leaf_value(load))
         error = leaf_error(node)
         if error is not None:
             raise error
@@ -241,13 +282,51 @@ def leaves_of(children: tuple[Any, ...]) -> list[Any]:
     return out
 
 
-def predict(root: Any, stages_run: dict[Any, int]) -> tuple[int, dict[int, dict[str, set[int]]]]:
+def model_stages(node: Any, stages_run: dict[Any, int], precached: frozenset[int]) -> list[Any]:
+    """The leaves a task-like node waits on, stage by stage, for the stages it reaches.
+
+    A cached call is two stages: the cache read and, on a miss, the load. Cache reads (and the
+    write-back, see ``writes_back``) are keys of the source "cache".
+    """
+    if node[0] == "task":
+        return [leaves_of(children) for _, children in node[1][: stages_run[node]]]
+    _, uid, source, key = node
+    cache_op = ("load", "cache", uid)
+    if uid in precached:
+        return [[cache_op]]
+    load = ("load", source, key)
+    return [[cache_op], [load]]
+
+
+def writes_back(node: Any, precached: frozenset[int]) -> bool:
+    """Whether a task-like node ends by writing to the cache: a cached call that computed a value.
+
+    Nobody waits for that write: it joins the round in which the call ends, and is flushed with
+    it (a round of its own at the very end, if nothing else is pending then).
+    """
+    return (
+        node[0] == "cached"
+        and node[1] not in precached
+        and leaf_error(("load", node[2], node[3])) is None
+    )
+
+
+def predict(
+    root: Any, stages_run: dict[Any, int], precached: frozenset[int] = frozenset()
+) -> tuple[int, dict[int, dict[str, set[int]]]]:
     """Simulate "run every runnable task; flush every pending batch; resume": the number of rounds,
     and per round the keys each source is asked for.
 
     Which stages a task reaches does not depend on timing (``stages_run``, from the plain run), so
     the simulation only tracks when each task can go on.
     """
+    staged: dict[Any, list[Any]] = {}
+
+    def stages(node: Any) -> list[Any]:
+        if node not in staged:
+            staged[node] = model_stages(node, stages_run, precached)
+        return staged[node]
+
     requests: dict[int, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
     stage_of: dict[Any, int] = {}  # task node -> index of its next stage
     waits: dict[Any, int] = {}  # task node -> what it still waits for in its current stage
@@ -262,8 +341,10 @@ def predict(root: Any, stages_run: dict[Any, int]) -> tuple[int, dict[int, dict[
             task = runnable.pop()
             while True:
                 i = stage_of[task]
-                if i >= stages_run[task]:
+                if i >= len(stages(task)):
                     done.add(task)
+                    if writes_back(task, precached):
+                        requests[t]["cache"].add(task[1])
                     for w in waiters.pop(task, []):
                         waits[w] -= 1
                         if waits[w] == 0:
@@ -271,12 +352,12 @@ def predict(root: Any, stages_run: dict[Any, int]) -> tuple[int, dict[int, dict[
                     break
                 stage_of[task] = i + 1
                 pending = 0
-                for leaf in leaves_of(task[1][i][1]):
+                for leaf in stages(task)[i]:
                     if leaf[0] == "load":
                         requests[t][leaf[1]].add(leaf[2])
                         loads_now.append(task)
                         pending += 1
-                    elif leaf[0] == "task" and leaf not in done:
+                    elif leaf[0] in ("task", "cached") and leaf not in done:
                         if leaf not in stage_of:
                             stage_of[leaf] = 0
                             runnable.append(leaf)
@@ -286,7 +367,8 @@ def predict(root: Any, stages_run: dict[Any, int]) -> tuple[int, dict[int, dict[
                     waits[task] = pending
                     break
         if root in done:
-            return t, requests
+            # The run ends after flushing what is still pending, waited for or not.
+            return (t + 1 if t in requests and any(requests[t].values()) else t), requests
         assert loads_now, "the model deadlocked: the graph generator made a cycle"
         for task in loads_now:
             waits[task] -= 1
@@ -311,10 +393,27 @@ class RoundRecorder(Instrument):
         self.round = round_index - self.base
 
 
+class RecordingClient(LocalClient):
+    """A LocalClient that tells the harness which cached calls each request carries."""
+
+    def __init__(self, harness: Harness) -> None:
+        super().__init__()
+        self.harness = harness
+
+    def get_many(self, keys: Any) -> dict[str | bytes, Any]:
+        keys = list(keys)
+        self.harness.record_cache(keys)
+        return super().get_many(keys)
+
+    def set_many(self, values: Any, expire: int = 0, noreply: bool | None = None) -> Any:
+        self.harness.record_cache(list(values))
+        return super().set_many(values, expire, noreply)
+
+
 class Harness:
     def __init__(self) -> None:
         self.recorder = RoundRecorder()
-        self.fetches: dict[str, list[tuple[int, list[int]]]] = {s: [] for s in "ABC"}
+        self.fetches: dict[str, list[tuple[int, list[int]]]] = {s: [] for s in [*"ABC", "cache"]}
         self.tasks: dict[Any, batchq.AsyncTask[Any]] = {}
         self.generators: list[Generator[Any, Any, Any]] = []
         self.loaders = {
@@ -344,6 +443,36 @@ class Harness:
             return out
 
         self.node_task = node_task
+        self.cache = Cache(RecordingClient(self), name="cache")
+
+        @self.cache.cached()
+        def cached_load(uid: int, source: str, key: int) -> Generator[Any, Any, Any]:
+            return list((yield harness.loaders[source].load.asynq(key)))
+
+        self.cached_load = cached_load
+
+    def record_cache(self, keys: list[Any]) -> None:
+        uids = []
+        for key in keys:
+            found = re.search(rb"uid=(\d+)", key if isinstance(key, bytes) else key.encode())
+            assert found is not None, key
+            uids.append(int(found.group(1)))
+        self.fetches["cache"].append((self.recorder.round, uids))
+
+    def precache(self, graph: Any, uids: frozenset[int]) -> None:
+        """Store ``["cached", uid]`` for the cached calls of ``graph`` whose uid is in ``uids``."""
+        stack = [graph]
+        while stack:
+            node = stack.pop()
+            if node[0] == "cached":
+                _, uid, source, key = node
+                if uid in uids:
+                    self.cache.set(self.cached_load.cache_key(uid, source, key), ["cached", uid])
+            elif node[0] == "group":
+                stack.extend(node[1])
+            elif node[0] == "task":
+                stack.extend(c for _, children in node[1] for c in children)
+        self.fetches["cache"].clear()
 
     def _fetch_a(self, keys: list[int]) -> list[Any]:
         self.fetches["A"].append((self.recorder.round, list(keys)))
@@ -377,6 +506,11 @@ class Harness:
             return self.loaders[node[1]].load.asynq(node[2])
         if kind == "const":
             return ConstFuture(("const", node[1]))
+        if kind == "cached":
+            task = self.cached_load.asynq(*node[1:])
+            assert task._gen is not None
+            self.generators.append(task._gen)
+            return task
         error = leaf_error(node)
         assert error is not None
         return ErrorFuture(error)
@@ -395,14 +529,17 @@ def outcome_of(task: batchq.AsyncTask[Any]) -> Outcome:
     return err_of(error) if error is not None else ("ok", task.value())
 
 
-@given(graphs)
+@given(graphs, st.frozensets(st.integers(0, 12)))
 @PROFILE
-def test_random_graphs_with_failures_match_plain_evaluation(graph: Any) -> None:
+def test_random_graphs_with_failures_match_plain_evaluation(
+    graph: Any, precached: frozenset[int]
+) -> None:
     root = as_root(graph)
-    plain = Plain()
+    plain = Plain(precached)
     plain.run(root)
 
     harness = Harness()
+    harness.precache(root, precached)
     sched = batchq.get_scheduler()
     with instruments(harness.recorder):
         try:
@@ -417,7 +554,7 @@ def test_random_graphs_with_failures_match_plain_evaluation(graph: Any) -> None:
         assert outcome_of(task) == plain.outcomes[node], node
 
     # Rounds and fetches as "flush every pending batch each round" predicts.
-    rounds, requests = predict(root, plain.stages_run)
+    rounds, requests = predict(root, plain.stages_run, precached)
     assert sched.last_run is not None
     assert sched.last_run.rounds == rounds
     for source, calls in harness.fetches.items():
@@ -462,6 +599,32 @@ def test_the_model_predicts_a_known_graph() -> None:
     rounds, requests = predict(root, plain.stages_run)
     assert rounds == 2
     assert {r: dict(v) for r, v in requests.items()} == {0: {"B": {1}, "A": {5}}, 1: {"B": {2}}}
+
+
+def test_the_model_predicts_a_cached_call_by_hand() -> None:
+    """A miss: read in round 0, load in round 1, and the write-back joins round 2's load."""
+    root = (
+        "task",
+        (("bare", (("cached", 0, "B", 3),)), ("bare", (("load", "A", 1),))),
+        None,
+        False,
+        0,
+    )
+    plain = Plain()
+    plain.run(root)
+    assert plain.outcomes[root] == ("ok", [["B", 30], ("A", 10)])
+    rounds, requests = predict(root, plain.stages_run)
+    assert rounds == 3
+    assert {r: dict(v) for r, v in requests.items()} == {
+        0: {"cache": {0}},
+        1: {"B": {3}},
+        2: {"cache": {0}, "A": {1}},
+    }
+    # Already cached: one read, no load, no write.
+    plain = Plain(frozenset({0}))
+    plain.run(root)
+    assert plain.outcomes[root] == ("ok", [["cached", 0], ("A", 10)])
+    assert predict(root, plain.stages_run, frozenset({0}))[0] == 2
 
 
 @pytest.mark.parametrize("profile", ["reliability-default", "reliability-nightly"])

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
+from ._futures import NOT_COMPUTED
 from ._scheduler import run_sync
 from ._task import AsyncTask
 
@@ -35,6 +36,7 @@ P2 = ParamSpec("P2")
 T = TypeVar("T")
 S = TypeVar("S")
 
+_new_task = object.__new__
 _WRAPPER_ASSIGNMENTS = ("__module__", "__name__", "__qualname__", "__doc__")
 
 
@@ -154,7 +156,20 @@ class _GeneratorAsyncFunction(AsyncFunction[P, T]):
 
     def asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
         fn = self.fn
-        return AsyncTask(fn(*args, **kwargs), fn)
+        # AsyncTask.__init__ inlined: this line runs once per task of every page.
+        task: AsyncTask[T] = _new_task(AsyncTask)
+        task._value = NOT_COMPUTED
+        task._error = None
+        task._waiters = None
+        task._gen = fn(*args, **kwargs)
+        task._dep = None
+        task._npending = 0
+        task._sched = None
+        task._contexts = None
+        task.fn = fn
+        task._args = None
+        task._kwargs = None
+        return task
 
 
 class BoundAsyncFunction(Generic[P, T]):

@@ -471,15 +471,17 @@ class Scheduler:
         """Flush every pending batch, then resume the tasks whose waits are over."""
         # No task runs during a flush: pause every active context, as asynq pauses blocked tasks.
         self._switch_frame(None)
-        pending = self._pending
-        self._pending = {}
         index = self._rounds
         self._rounds += 1
         if insts:
+            # Before the round's batches are taken: an interrupt here leaves them for the abort.
             for inst in insts:
                 inst.round_started(self, index)
+        pending = self._pending
+        self._pending = {}
         nbatches = 0
         nitems = 0
+        push = self._ready.append
         for batch in pending:
             if batch._value is not NOT_COMPUTED:
                 items = batch.items
@@ -513,12 +515,18 @@ class Scheduler:
                             n = w._npending - 1
                             w._npending = n
                             if not n:
-                                _push_elsewhere(w)
+                                if w._sched is self:
+                                    push(w)
+                                else:
+                                    _push_elsewhere(w)
                     else:
                         n = ws._npending - 1
                         ws._npending = n
                         if not n:
-                            _push_elsewhere(ws)
+                            if ws._sched is self:
+                                push(ws)
+                            else:
+                                _push_elsewhere(ws)
         self._batches += nbatches
         self._items += nitems
         if insts:

@@ -207,3 +207,20 @@ def test_bound_methods_compare_like_python_methods() -> None:
     assert m.add == m.add
     assert m.add != Model(1).add
     assert hash(m.add) == hash(m.add)
+
+
+def test_fast_task_constructor_matches_asynctask_init() -> None:
+    """The hot path builds tasks without __init__; it must leave every slot as __init__ does."""
+
+    def gen_fn(x: int) -> Generator[Any, Any, int]:
+        yield None
+        return x
+
+    fast = asynq()(gen_fn).asynq(1)
+    slow = AsyncTask(gen_fn(1), gen_fn)
+    slots = [s for cls in type(slow).__mro__ for s in getattr(cls, "__slots__", ())]
+    assert "_gen" in slots
+    for name in slots:
+        if name == "_gen":
+            continue
+        assert getattr(fast, name) == getattr(slow, name), name

@@ -235,20 +235,9 @@ def test_a_bad_key_is_refused_before_anything_is_sent(
     message = str(info.value)
     assert _shown(key) in message
     assert fix in message
-    if op == "get_many":
-        # The bad key is never sent; the call's good keys are (see the xfail below).
-        assert all(key not in keys for _, keys in client.sent)
-    else:
-        assert client.sent == []
+    assert client.sent == []  # not the bad key, nor the good keys of the same call
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "memcache Cache.get_many queues each key's read before checking the next key, so a call "
-        "refused for a bad key still sends the good keys before it (wasted, not wrong)"
-    ),
-)
 def test_a_get_many_refused_for_a_bad_key_sends_nothing() -> None:
     client = CountingClient()
     cache = Cache(client)
@@ -354,13 +343,6 @@ def test_a_serde_returning_the_wrong_type_is_named() -> None:
     assert client.sent == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "memcache Cache._pack lets a custom serde's exception through unchanged: the caller "
-        "gets ValueError('cannot encode this') with no key, serde or fix"
-    ),
-)
 def test_a_failing_custom_serde_is_wrapped_with_the_key_and_the_fix() -> None:
     client = CountingClient()
     cache = Cache(client, serde=ExplodingSerde())
@@ -416,9 +398,7 @@ def test_against_real_memcached_bad_input_sends_not_one_byte(
     cache.set("warm", 1)  # the client is connected: a reconnect would not hide a send
     before = _server_stats(memcached_server.address)
     for _, key, error, _ in BAD_KEYS:
-        for name, op in OPERATIONS.items():
-            if name == "get_many":
-                continue  # sends its good keys: see the xfail above
+        for op in OPERATIONS.values():
 
             @asynq()
             def page(op: Any = op, key: Any = key) -> Generator[Any, Any, Any]:

@@ -266,17 +266,7 @@ class RaiseAt(Instrument):
     [
         "round_finished",
         "batch_flushed",
-        pytest.param(
-            "round_started",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "core bug: Scheduler._flush_round empties _pending before calling "
-                    "round_started; an interrupt there loses the round's batches, so asynq-style "
-                    "batches are never cancelled (_cancel not called, items left pending)"
-                ),
-            ),
-        ),
+        "round_started",
     ],
 )
 def test_keyboard_interrupt_between_rounds_from_an_instrument(hook: str) -> None:

@@ -38,7 +38,7 @@ from pymemcache.exceptions import MemcacheError as PymemcacheError
 from batchq._batch import BatchBase, BatchItemBase
 from batchq._decorators import AsyncFunction
 from batchq._futures import NOT_COMPUTED, FutureBase
-from batchq._scheduler import Scheduler, get_scheduler, run_sync
+from batchq._scheduler import Scheduler, _current, get_scheduler, run_sync
 from batchq._task import AsyncTask
 
 from ._errors import DeserializationError, SerializationError, ServerError
@@ -193,7 +193,12 @@ class GetItem(BatchItemBase[Any]):
     __slots__ = ("key", "raw", "hit")
 
     def __init__(self, batch: CacheBatch, key: str | bytes, raw: bytes) -> None:
-        super().__init__(batch)
+        # Inlined BatchItemBase.__init__: only ever added to the active (unflushed) batch.
+        self._value = NOT_COMPUTED
+        self._error = None
+        self._waiters = None
+        self.batch = batch
+        batch.items.append(self)
         self.key = key
         self.raw = raw
         self.hit = False
@@ -252,6 +257,7 @@ class CacheBatch(BatchBase):
 
 # -- servers --------------------------------------------------------------------------------------
 
+_ABSENT: Final[Any] = object()
 _FAILED: Final[Any] = object()  # what HashClient returns for a server it failed or is backing off
 
 
@@ -567,7 +573,17 @@ class Cache:
         return raw
 
     def _pack(self, key: str | bytes, value: Any) -> bytes:
-        data, flags = self.serde.serialize(key, value)
+        try:
+            data, flags = self.serde.serialize(key, value)
+        except SerializationError:
+            raise  # ours already names the key, the value and the fix
+        except Exception as e:
+            msg = (
+                f"serde {self.serde!r} failed to serialize the value of type "
+                f"{type(value).__name__} for key {key!r}: {type(e).__name__}: {e}; fix the serde, "
+                "or convert the value to something it supports"
+            )
+            raise SerializationError(msg) from e
         if type(data) is not bytes or not 0 <= flags < 2**32:
             msg = (
                 f"serde {self.serde!r} returned {type(data).__name__} data with flags {flags!r} "
@@ -633,14 +649,32 @@ class Cache:
         return item
 
     def _get_asynq(self, key: str | bytes, default: Any = None) -> GetItem | _Hit | AsyncTask[Any]:
-        item = self._lookup(key, self.encode_key(key))
-        if default is None:
-            return item
-        return AsyncTask(_gather_get(item, default), self.get, (key, default), None)
+        try:
+            raw = self._key_memo[key]
+        except (KeyError, TypeError):
+            raw = self.encode_key(key)
+        if default is not None:
+            item = self._lookup(key, raw)
+            return AsyncTask(_gather_get(item, default), self.get, (key, default), None)
+        state = _runs.get()
+        if state is not None and state.overlay:
+            return self._lookup(key, raw)  # this run wrote something: read-your-writes
+        # The hot path of every page: _lookup() and _batch() inlined.
+        sched = _current.get()
+        batch = sched._active.get(self) if sched is not None else None
+        if batch is None:
+            batch = self._batch()
+        reads: dict[bytes, GetItem] = batch.reads  # type: ignore[attr-defined]
+        got = reads.get(raw)
+        if got is None:
+            got = reads[raw] = GetItem(batch, key, raw)  # type: ignore[arg-type]
+        return got
 
     def _get_many_asynq(self, keys: Iterable[str | bytes]) -> AsyncTask[dict[str | bytes, Any]]:
         keys = _key_list(keys, "get_many")
-        items = [self._lookup(k, self.encode_key(k)) for k in keys]
+        # Every key is checked before any is queued: a bad key sends nothing.
+        raws = [self.encode_key(k) for k in keys]
+        items = [self._lookup(k, raw) for k, raw in zip(keys, raws, strict=True)]
         return AsyncTask(_gather_many(keys, items), self.get_many, (keys,), None)
 
     def _set_asynq(self, key: str | bytes, value: Any, ttl: int | None = None) -> WriteItem:
@@ -759,9 +793,7 @@ class Cache:
             job = jobs.get(0)
             if job is None:
                 job = jobs[0] = _Job(single)
-            for raw in raws:
-                out[raw] = job
-            return out
+            return dict.fromkeys(raws, job)
         client = self.client
         retrying = None
         if isinstance(client, RetryingClient):
@@ -812,8 +844,11 @@ class Cache:
                 job.deletes.append(raw)
             else:
                 job.sets.setdefault(write.ttl, {})[raw] = write.data
-        for raw in reads:
-            routes[raw].reads.append(raw)
+        if self._single is not None and jobs:
+            jobs[0].reads.extend(reads)
+        else:
+            for raw in reads:
+                routes[raw].reads.append(raw)
         counts = {ident: [0, 0, 0, 0, 0] for ident in jobs}
         self._run_jobs(jobs, counts)
         self._settle(batch, routes, jobs, counts)
@@ -882,20 +917,22 @@ class Cache:
                 else:
                     read.set_error(error)
                 continue
-            found = job.found
-            if raw in found:
-                try:
-                    value = self._unpack(read.key, found[raw])
-                except DeserializationError as e:
-                    decode_errors += 1
-                    read.set_error(e)
-                    continue
-                hits += 1
-                read.hit = True
-                read.set_value(value)
-            else:
+            # Direct slot writes: each read of this batch is settled exactly once, here.
+            stored = job.found.get(raw, _ABSENT)
+            if stored is _ABSENT:
                 misses += 1
-                read.set_value(None)
+                read._value = None
+                continue
+            try:
+                value = self._unpack(read.key, stored)
+            except DeserializationError as e:
+                decode_errors += 1
+                read._value = None
+                read._error = e
+                continue
+            hits += 1
+            read.hit = True
+            read._value = value
         c = self._counters
         with self._stats_lock:
             c.hits += hits

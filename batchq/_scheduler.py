@@ -131,7 +131,8 @@ class instruments:  # used like a function: `with instruments(recorder):`
 def set_strict(strict: bool) -> Any:
     """Strict mode: a synchronous call inside a running task raises instead of being counted.
 
-    Returns a token for ``reset_strict``; scoped to the current context (thread, asyncio task).
+    Returns a token for ``batchq.debug.reset_strict``; scoped to the current context (thread,
+    asyncio task). ``batchq.debug.strict()`` is the context-manager form.
     """
     return _strict.set(strict)
 
@@ -161,6 +162,7 @@ class Scheduler:
         "_tasks",
         "_nested_runs",
         "last_run",
+        "caller",
         "__weakref__",
     )
 
@@ -179,6 +181,8 @@ class Scheduler:
         self._tasks = 0
         self._nested_runs = 0
         self.last_run: RunStats | None = None
+        # For a nested run: the task of the enclosing run that made the synchronous call.
+        self.caller: AsyncTask[Any] | None = None
 
     # -- public introspection -------------------------------------------------------------------
 
@@ -828,6 +832,9 @@ def run_future(fut: FutureBase[Any]) -> None:
         inst.nested_run(sched, caller)
     if _strict.get():
         where = caller.call_str() if caller is not None else "a running task"
+        frame = getattr(caller._gen, "gi_frame", None) if caller is not None else None
+        if frame is not None:
+            where += f" at {frame.f_code.co_filename}:{frame.f_lineno}"
         target = fut.call_str() if isinstance(fut, AsyncTask) else repr(fut)
         msg = (
             f"synchronous call of {target} inside {where} (strict mode): it runs a nested "
@@ -835,6 +842,7 @@ def run_future(fut: FutureBase[Any]) -> None:
         )
         raise SyncCallInAsyncError(msg)
     inner = Scheduler()
+    inner.caller = caller
     token = _current.set(inner)
     try:
         inner.run(fut)

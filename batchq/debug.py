@@ -59,19 +59,27 @@ def format_async_stack(task: AsyncTask[Any] | None = None) -> str:
             f"got {task!r} of type {type(task).__name__}"
         )
         raise TypeError(msg)
-    chain: list[tuple[AsyncTask[Any], int]] = []
+    chain: list[tuple[AsyncTask[Any], int, bool]] = []
     seen: set[int] = set()
     current: AsyncTask[Any] | None = task
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         waiters = waiters_of(current)
-        chain.append((current, len(waiters) - 1))
-        current = waiters[0] if waiters else None
+        if waiters:
+            chain.append((current, len(waiters) - 1, False))
+            current = waiters[0]
+            continue
+        # The outermost task of a nested run: continue with the task that called it synchronously.
+        sched = current._sched
+        caller = sched.caller if sched is not None else None
+        chain.append((current, 0, caller is not None))
+        current = caller
     chain.reverse()
     lines = ["batchq async stack (outermost first):"]
-    for depth, (t, others) in enumerate(chain):
+    for depth, (t, others, called_sync) in enumerate(chain):
         also = f"  [+{others} more waiting]" if others > 0 else ""
-        lines.append(f"  {'  ' * depth}{t.call_str()}{_where(t)}{also}")
+        how = "  (called synchronously: a nested run)" if called_sync else ""
+        lines.append(f"  {'  ' * depth}{t.call_str()}{_where(t)}{also}{how}")
     return "\n".join(lines)
 
 

@@ -440,3 +440,37 @@ def test_debug_module_exports() -> None:
     assert len(names) == len(set(names))
     assert all(hasattr(debug, n) for n in names)
     assert debug.Instrument is batchq.Instrument
+
+
+def test_async_stack_follows_a_synchronous_call_into_the_enclosing_run() -> None:
+    seen: list[str] = []
+
+    @batchq.asynq()
+    def innermost(z: int) -> Generator[Any, Any, None]:
+        seen.append(batchq.debug.format_async_stack())
+        yield None
+
+    @batchq.asynq()
+    def outer(x: int) -> Generator[Any, Any, None]:
+        yield None
+        innermost(x + 1)  # a nested run
+
+    outer(1)
+    stack = seen[0]
+    assert stack.index("outer(1)") < stack.index("innermost(2)")
+    assert "called synchronously" in stack
+
+
+def test_strict_error_names_the_call_site_file_and_line() -> None:
+    @batchq.asynq()
+    def inner() -> Generator[Any, Any, None]:
+        yield None
+
+    @batchq.asynq()
+    def outer() -> Generator[Any, Any, None]:
+        yield None
+        inner()
+
+    with batchq.debug.strict(), pytest.raises(batchq.SyncCallInAsyncError) as info:
+        outer()
+    assert f"{__file__}:" in str(info.value)

@@ -286,7 +286,7 @@ def test_keyboard_interrupt_between_rounds_from_an_instrument(hook: str) -> None
 
 
 def test_round_started_interrupt_still_cancels_loader_batches() -> None:
-    """The part of the round_started case that works: loader batches sit in ``_active`` too."""
+    """Loader items of the interrupted round are cancelled, as well as old-style batches."""
     world = World()
     root = make_graph(world)
     with instruments(RaiseAt("round_started", 1)), pytest.raises(KeyboardInterrupt):

@@ -295,7 +295,9 @@ def test_set_many_with_one_bad_value_writes_nothing() -> None:
     assert cache.get_many(["a", "c"]) == {}
 
 
-def test_a_cached_result_too_large_to_store_is_a_clear_error_and_is_not_sent() -> None:
+def test_a_cached_result_too_large_to_store_is_returned_uncached_and_not_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     client = CountingClient()
     cache = Cache(client)
 
@@ -303,9 +305,11 @@ def test_a_cached_result_too_large_to_store_is_a_clear_error_and_is_not_sent() -
     def render(n: int) -> str:
         return "x" * n
 
-    with pytest.raises(ValueTooLargeError, match=r"render:n=2000000' is 2000007 bytes"):
-        render(2_000_000)
+    with caplog.at_level("WARNING"):
+        assert render(2_000_000) == "x" * 2_000_000
     assert [op for op, _ in client.sent] == ["get_many"]  # the lookup only
+    assert "render:n=2000000' is 2000007 bytes" in caplog.text
+    assert cache.stats().write_failures == 1
 
 
 def test_a_value_json_cannot_store_names_the_part_and_the_fix() -> None:

@@ -41,7 +41,7 @@ from batchq._futures import NOT_COMPUTED, FutureBase
 from batchq._scheduler import Scheduler, _current, get_scheduler, run_sync
 from batchq._task import AsyncTask
 
-from ._errors import DeserializationError, SerializationError, ServerError
+from ._errors import DeserializationError, SerializationError, ServerError, ValueTooLargeError
 from ._keys import MAX_KEY_LENGTH, encode_key
 from ._local import LocalClient
 from ._serde import DEFAULT_MAX_VALUE_SIZE, JsonSerde, PickleSerde, Serde, check_value_size
@@ -768,9 +768,18 @@ class Cache:
         kwargs: dict[str, Any],
     ) -> Generator[Any, Any, Any]:
         value = yield make_task(*args, **kwargs)
+        try:
+            packed = self._pack(key, value)
+        except ValueTooLargeError as e:
+            # Data-dependent, not a bug: the caller still gets its value, just uncached.
+            _log.warning("%s: not caching %r: %s", self.name, key, e)
+            with self._stats_lock:
+                self._counters.write_failures += 1
+            return value
         # Not waited for: the write joins this round's batch and the scheduler flushes it before
         # the run returns; a failure is logged and counted (the caller has its value either way).
-        self._write(key, raw, self._pack(key, value), ttl)
+        # An unserializable value is a programming error and raises above, from _pack.
+        self._write(key, raw, packed, ttl)
         return value
 
     # -- flushing ---------------------------------------------------------------------------------

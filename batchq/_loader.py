@@ -8,12 +8,12 @@ in chunks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Hashable, Iterable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Coroutine, Hashable, Iterable, Mapping, Sequence, Sized
+from typing import Any, Generic, NoReturn, TypeVar
 
 from ._batch import BatchBase, BatchItemBase
 from ._debug_format import fn_name
-from ._errors import FetchResultError
+from ._errors import BatchingError, FetchResultError
 from ._futures import NOT_COMPUTED
 from ._scheduler import Scheduler, _current, run_sync
 from ._task import AsyncTask
@@ -74,12 +74,32 @@ class LoaderBatch(BatchBase, Generic[K, V]):
         return list(self.by_key)
 
     def _try_switch_active_batch(self) -> None:
-        if self.sched.active_batch(self.loader) is self:
-            self.sched.set_active_batch(self.loader, None)
+        active = self.sched._active
+        if active.get(self.loader) is self:
+            del active[self.loader]
+
+    def flush(self) -> None:
+        """BatchBase.flush, lean: _fetch_chunk settles every item of a chunk or raises."""
+        if self._value is not NOT_COMPUTED:
+            msg = f"{self.name()} batch is already flushed or cancelled; it cannot flush again"
+            raise BatchingError(msg)
+        self._try_switch_active_batch()
+        try:
+            self._flush()
+        except Exception as e:
+            self._value = None
+            self._error = e
+            self._fail_items(e)
+            self._cancel()
+            return
+        self._value = None
 
     def _flush(self) -> None:
         items = list(self.by_key.values())
-        size = self.loader.max_batch_size or len(items)
+        size = self.loader.max_batch_size
+        if size is None or size >= len(items):
+            self.loader._fetch_chunk(items)
+            return
         for start in range(0, len(items), size):
             self.loader._fetch_chunk(items[start : start + size])
 
@@ -122,8 +142,8 @@ class Loader(Generic[K, V]):
             _current.set(sched)
         batch = sched._active.get(self)
         if batch is None:
-            batch = LoaderBatch(self, sched)
-            sched.set_active_batch(self, batch)
+            batch = sched._active[self] = LoaderBatch(self, sched)
+            sched._pending[batch] = None  # flushed at the end of this round
         by_key: dict[Any, LoaderItem[V]] = batch.by_key  # type: ignore[attr-defined]
         try:
             item = by_key.get(key)
@@ -141,6 +161,17 @@ class Loader(Generic[K, V]):
     def _fetch_chunk(self, items: list[LoaderItem[V]]) -> None:
         keys = [item.key for item in items]
         result: Any = self.fetch(keys)
+        rtype = type(result)
+        if rtype is list or rtype is tuple:  # the common answers, without an ABC check
+            if len(result) != len(keys):
+                self._wrong_count(result, keys)
+            for item, value in zip(items, result, strict=True):
+                if isinstance(value, BaseException):
+                    item._value = None
+                    item._error = value
+                else:
+                    item._value = value
+            return
         if isinstance(result, Mapping):
             missing = []
             for item in items:
@@ -164,18 +195,20 @@ class Loader(Generic[K, V]):
             return
         if isinstance(result, Sequence) and not isinstance(result, (str, bytes, bytearray)):
             if len(result) != len(keys):
-                msg = (
-                    f"fetch of Loader {self.name!r} returned {len(result)} values for "
-                    f"{len(keys)} keys; return one value per key, in key order, or a mapping "
-                    "key -> value"
-                )
-                raise FetchResultError(msg)
+                self._wrong_count(result, keys)
             for item, value in zip(items, result, strict=True):
                 _settle(item, value)
             return
         msg = (
             f"fetch of Loader {self.name!r} returned {result!r} of type {type(result).__name__}; "
             "it must return a mapping key -> value or a sequence of values in key order"
+        )
+        raise FetchResultError(msg)
+
+    def _wrong_count(self, result: Sized, keys: list[Any]) -> NoReturn:
+        msg = (
+            f"fetch of Loader {self.name!r} returned {len(result)} values for {len(keys)} keys; "
+            "return one value per key, in key order, or a mapping key -> value"
         )
         raise FetchResultError(msg)
 

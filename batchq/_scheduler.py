@@ -474,7 +474,8 @@ class Scheduler:
     def _flush_round(self, insts: tuple[Instrument, ...]) -> None:
         """Flush every pending batch, then resume the tasks whose waits are over."""
         # No task runs during a flush: pause every active context, as asynq pauses blocked tasks.
-        self._switch_frame(None)
+        if self._frame is not None:
+            self._switch_frame(None)
         index = self._rounds
         self._rounds += 1
         if insts:
@@ -487,10 +488,9 @@ class Scheduler:
         nitems = 0
         push = self._ready.append
         for batch in pending:
-            if batch._value is not NOT_COMPUTED:
-                items = batch.items
-            else:
-                items = list(batch.items)
+            # Batches never drop items when they flush (asynq's did), so no copy is needed.
+            items = batch.items
+            if batch._value is NOT_COMPUTED:
                 try:
                     if insts:
                         start = time.perf_counter()

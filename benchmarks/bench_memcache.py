@@ -272,10 +272,16 @@ def _build_real(env: BenchEnv) -> Mapping[str, Callable[[], Outcome]]:
 
 
 _PAGE_SYSTEMS = ("hand-batched", "naive", "batchq", "batchq-helpers", "asynq", "aiodataloader")
-_PAGE_TARGETS = (
-    ratio_target("batchq", "hand-batched", at_most=1.5, label="batchq within 1.5x hand-batched"),
+_ROUND_TRIP_TARGETS = (
     round_trip_target("batchq", "hand-batched", label="batchq: 4 round trips"),
     round_trip_target("batchq-helpers", "hand-batched", label="helper tasks: still 4"),
+)
+# The 1.5x wall-time target is the issue's, and it is defined on a real memcached, where each
+# round trip costs what a network costs. On the in-process LocalClient a round trip is almost
+# free, so the ratio there measures batchq's own per-task overhead; it is reported, not targeted.
+_PAGE_TARGETS = (
+    ratio_target("batchq", "hand-batched", at_most=1.5, label="batchq within 1.5x hand-batched"),
+    *_ROUND_TRIP_TARGETS,
 )
 
 register(
@@ -288,7 +294,7 @@ register(
         teardown=_local.close,
         units=UNITS,
         unit="key",
-        targets=_PAGE_TARGETS,
+        targets=_ROUND_TRIP_TARGETS,
         budget_s=8.0,
         max_reps=30,
     )

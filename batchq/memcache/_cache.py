@@ -46,6 +46,9 @@ from ._keys import MAX_KEY_LENGTH, encode_key
 from ._local import LocalClient
 from ._serde import DEFAULT_MAX_VALUE_SIZE, JsonSerde, PickleSerde, Serde, check_value_size
 
+# Mapping is invariant in its keys: accept dict[str, X] and dict[bytes, X] as well as mixed.
+_Values = Mapping[str, Any] | Mapping[bytes, Any] | Mapping[str | bytes, Any]
+
 __all__ = ["Cache", "CacheStats", "ServerStats", "CachedFunction"]
 
 P = ParamSpec("P")
@@ -682,7 +685,7 @@ class Cache:
         return self._write(key, raw, self._pack(key, value), _check_ttl(ttl))
 
     def _set_many_asynq(
-        self, values: Mapping[str | bytes, Any], ttl: int | None = None
+        self, values: _Values, ttl: int | None = None
     ) -> AsyncTask[list[str | bytes]]:
         if not isinstance(values, Mapping):
             msg = f"set_many takes a mapping key -> value, got {values!r}"

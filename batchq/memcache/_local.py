@@ -18,6 +18,9 @@ from ._errors import CommandError
 from ._keys import encode_key
 from ._serde import DEFAULT_MAX_VALUE_SIZE, JsonSerde, Serde, check_value_size
 
+# Mapping is invariant in its keys: accept dict[str, X] and dict[bytes, X] as well as mixed.
+_Values = Mapping[str, Any] | Mapping[bytes, Any] | Mapping[str | bytes, Any]
+
 __all__ = ["LocalClient"]
 
 # memcached reads an expiry above 30 days as an absolute unix time, not a number of seconds.
@@ -111,7 +114,7 @@ class LocalClient:
         return not self.set_many({key: value}, expire, noreply)
 
     def set_many(
-        self, values: Mapping[str | bytes, Any], expire: int = 0, noreply: bool | None = None
+        self, values: _Values, expire: int = 0, noreply: bool | None = None
     ) -> list[str | bytes]:
         """Store every item, or none if one is invalid; returns the keys not stored (none)."""
         prepared = [self._prepare(key, value) for key, value in values.items()]

@@ -10,7 +10,14 @@ import pytest
 
 import batchq
 
-PUBLIC_MODULES = ["batchq"]
+PUBLIC_MODULES = [
+    "batchq",
+    "batchq.memcache",
+    "batchq.tools",
+    "batchq.debug",
+    "batchq.testing",
+    "batchq.mock",
+]
 
 
 @pytest.mark.parametrize("modname", PUBLIC_MODULES)

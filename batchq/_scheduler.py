@@ -285,7 +285,10 @@ class Scheduler:
         none = NOT_COMPUTED
         future_cls = FutureBase
         task_cls = AsyncTask
+        item_cls = BatchItemBase
         aggregates = _AGGREGATES
+        # Rounds only flush between drives, so this round's pending set stays the same object.
+        pending = self._pending
         try:
             while ready:
                 task = pop()
@@ -349,9 +352,9 @@ class Scheduler:
                                 y._contexts = task._contexts
                                 started += 1
                                 push(y)
-                        elif isinstance(y, BatchItemBase):
+                        elif isinstance(y, item_cls):
                             if y.batch._value is none:
-                                self._pending[y.batch] = None
+                                pending[y.batch] = None
                         else:
                             self._compute_plain(y)
                             if y._value is not none:
@@ -429,19 +432,23 @@ class Scheduler:
 
     def _register_leaves(self, task: AsyncTask[Any], obj: Any) -> int:
         n = 0
+        started = 0
         none = NOT_COMPUTED
+        push = self._ready.append
+        pending = self._pending
+        contexts = task._contexts
         for x in obj.values() if type(obj) is dict else obj:
             if isinstance(x, FutureBase):
                 if x._value is none:
                     if isinstance(x, AsyncTask):
                         if x._sched is None:
                             x._sched = self
-                            x._contexts = task._contexts
-                            self._tasks += 1
-                            self._ready.append(x)
+                            x._contexts = contexts
+                            started += 1
+                            push(x)
                     elif isinstance(x, BatchItemBase):
                         if x.batch._value is none:
-                            self._pending[x.batch] = None
+                            pending[x.batch] = None
                     else:
                         self._compute_plain(x)
                         if x._value is not none:
@@ -458,6 +465,7 @@ class Scheduler:
                 n += self._register_leaves(task, x)
             # None and invalid leaves: _unwrap() handles (invalid ones raise YieldTypeError
             # once the valid ones are done, as asynq does).
+        self._tasks += started
         return n
 
     def _compute_plain(self, fut: FutureBase[Any]) -> None:

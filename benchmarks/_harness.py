@@ -3,8 +3,9 @@
 Why it is shaped this way. Timings on a shared 2-core machine drift by tens of percent within a
 minute, so every workload runs its compared systems interleaved in one process (A B C A B C ...,
 after one untimed warm-up cycle), collects garbage before each timing, and repeats until a time
-budget is spent. Only the median of each system is compared, and only as a ratio to a baseline
-measured in the same run; absolute times are printed for orientation, never compared across runs.
+budget is spent. Systems are compared only as ratios to a baseline measured in the same run: the
+median over cycles of each cycle's ratio, so drift between cycles divides out. Absolute times are
+printed for orientation, never compared across runs.
 
 Adding workloads (the plug-in point). ``python -m benchmarks`` imports every module
 ``benchmarks/bench_*.py``; a module whose import fails (say, a dependency that does not exist yet)
@@ -435,8 +436,21 @@ class WorkloadResult:
         return self.skipped is None and self.error is None and self.reps > 0
 
     def ratio(self, system: str) -> float:
-        """``system``'s median over the baseline's median."""
-        return self.systems[system].median / self.systems[self.workload.baseline].median
+        """``system`` against the baseline: see :meth:`paired_ratio`."""
+        return self.paired_ratio(system, self.workload.baseline)
+
+    def paired_ratio(self, system: str, against: str) -> float:
+        """The median, over cycles, of ``system``'s sample divided by ``against``'s.
+
+        The systems of one cycle run back to back, so a change in machine load between cycles
+        (another process, the CPU clock) divides out; a ratio of medians would not cancel it.
+        """
+        mine = self.systems[system].samples
+        theirs = self.systems[against].samples
+        n = min(len(mine), len(theirs))
+        if n == 0:
+            return self.systems[system].median / self.systems[against].median
+        return statistics.median(mine[i] / theirs[i] for i in range(n))
 
     def per_unit(self, system: str) -> float:
         return self.systems[system].median / self.workload.units
@@ -450,7 +464,7 @@ class WorkloadResult:
         w = self.workload
         if t.kind == "ratio":
             assert t.against is not None
-            value = self.systems[t.system].median / self.systems[t.against].median
+            value = self.paired_ratio(t.system, t.against)
             text = t.label or f"{t.system} <= {t.at_most:g}x {t.against}"
             shown = f"{value:.3g}x"
         elif t.kind == "per_unit":

@@ -134,8 +134,28 @@ def test_medians_and_ratios_come_from_the_timed_samples():
     assert result.systems["base"].samples == base_samples
     assert result.systems["base"].median == 2.5
     assert (result.systems["base"].min, result.systems["base"].max) == (1.0, 5.0)
-    assert result.ratio("fast") == pytest.approx(0.5 / 2.5)
+    # The ratio pairs each cycle's samples: the median of 0.5/1, 0.5/3, 0.5/2, 0.5/5.
+    assert result.ratio("fast") == pytest.approx((0.5 / 3 + 0.5 / 2) / 2)
     assert result.per_unit("base") == 2.5
+
+
+def test_paired_ratios_cancel_a_load_change_inside_a_cycle():
+    t = FakeTime()
+    # Calls in order: warm-up (base, fast), then 5 cycles. The machine gets 4x slower from the
+    # fast system of cycle 3 on: base samples 1,1,1,4,4 and fast 0.5,0.5,2,2,2.
+    factors = iter([1, 1, 1, 1, 1, 1, 1, 4, 4, 4, 4, 4])
+
+    def timed(seconds: float) -> Callable[[], Outcome]:
+        def run() -> Outcome:
+            t.now += seconds * next(factors)
+            return Outcome(answer=1)
+
+        return run
+
+    w = workload(lambda env: {"base": timed(1.0), "fast": timed(0.5)}, max_reps=5, min_reps=5)
+    result = run_workload(w, BenchEnv(), clock=t.clock)
+    assert result.systems["fast"].median / result.systems["base"].median == pytest.approx(2.0)
+    assert result.ratio("fast") == pytest.approx(0.5)  # paired per cycle: the true ratio
 
 
 def test_repetitions_stop_when_the_budget_is_spent_after_min_reps():

@@ -61,6 +61,10 @@ class BatchBase(FutureBase[None]):
             self._cancel()
             return
         self._value = None
+        self._check_settled()
+
+    def _check_settled(self) -> None:
+        """After a flush: fail clearly every item ``_flush()`` left without a value."""
         unset = [item for item in self.items if item._value is NOT_COMPUTED]
         if unset:
             self._fail_items(

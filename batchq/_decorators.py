@@ -172,14 +172,58 @@ class _GeneratorAsyncFunction(AsyncFunction[P, T]):
         return task
 
 
-class BoundAsyncFunction(Generic[P, T]):
-    """An ``@asynq()`` method bound to its instance (or class, for classmethods)."""
+class BoundMethod(Generic[P, T]):
+    """What every bound async callable shares; subclasses add ``asynq`` and ``__call__``."""
 
     __slots__ = ("__func__", "__self__")
 
-    def __init__(self, func: _AsyncCallable[Any, T], obj: object) -> None:
+    def __init__(self, func: Any, obj: object) -> None:
         self.__func__ = func
         self.__self__ = obj
+
+    def _bound_sync_fn(self) -> Callable[..., Any] | None:
+        """``sync_fn`` bound like a method, if the decorated function has one."""
+        sync_fn: Callable[..., Any] | None = self.__func__.sync_fn
+        if sync_fn is None:
+            return None
+        bind = getattr(sync_fn, "__get__", None)
+        if bind is None:
+            return sync_fn
+        bound: Callable[..., Any] = bind(self.__self__, type(self.__self__))
+        return bound
+
+    @property
+    def fn(self) -> Callable[..., Any]:
+        return self.__func__.fn  # type: ignore[no-any-return]
+
+    def is_pure_async_fn(self) -> bool:
+        return False
+
+    def name(self) -> str:
+        return self.__func__.name()  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__func__, name)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(other) is type(self)
+            and other.__func__ is self.__func__
+            and other.__self__ is self.__self__
+        )
+
+    def __hash__(self) -> int:
+        return hash((id(self.__func__), id(self.__self__)))
+
+    def __repr__(self) -> str:
+        return f"<bound {self.__func__!r} of {self.__self__!r}>"
+
+
+class BoundAsyncFunction(BoundMethod[P, T]):
+    """An ``@asynq()`` method bound to its instance (or class, for classmethods)."""
+
+    __slots__ = ()
+    __func__: _AsyncCallable[Any, T]
 
     def asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
         return self.__func__._task((self.__self__, *args), kwargs)
@@ -191,41 +235,13 @@ class BoundAsyncFunction(Generic[P, T]):
         return run_in_loop(lambda: self.asynq(*args, **kwargs))
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
-        func = self.__func__
-        sync_fn = func.sync_fn
+        sync_fn = self._bound_sync_fn()
         if sync_fn is not None:
-            bind = getattr(sync_fn, "__get__", None)
-            bound = bind(self.__self__, type(self.__self__)) if bind is not None else sync_fn
-            return bound(*args, **kwargs)  # type: ignore[no-any-return]
+            return sync_fn(*args, **kwargs)  # type: ignore[no-any-return]
+        func = self.__func__
         if not func._is_gen:
             return func.fn(self.__self__, *args, **kwargs)  # type: ignore[no-any-return]
         return run_sync(func._task((self.__self__, *args), kwargs))
-
-    @property
-    def fn(self) -> Callable[..., Any]:
-        return self.__func__.fn
-
-    def is_pure_async_fn(self) -> bool:
-        return False
-
-    def name(self) -> str:
-        return self.__func__.name()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__func__, name)
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, BoundAsyncFunction)
-            and other.__func__ is self.__func__
-            and other.__self__ is self.__self__
-        )
-
-    def __hash__(self) -> int:
-        return hash((id(self.__func__), id(self.__self__)))
-
-    def __repr__(self) -> str:
-        return f"<bound {self.__func__!r} of {self.__self__!r}>"
 
 
 class AsyncClassMethod(AsyncFunction[P, T]):

@@ -12,7 +12,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
-from ._decorators import AsyncClassMethod, AsyncStaticMethod
+from ._decorators import AsyncClassMethod, AsyncStaticMethod, BoundMethod
 from ._futures import ConstFuture, Future, FutureBase
 from ._scheduler import run_sync
 from ._task import AsyncTask
@@ -218,53 +218,21 @@ class AsyncWrapper(Generic[P, T]):
         return f"<{self._name} {getattr(self, '__qualname__', self.fn)!r}>"
 
 
-class BoundAsyncWrapper(Generic[P, T]):
+class BoundAsyncWrapper(BoundMethod[P, T]):
     """An ``AsyncWrapper`` read from an instance (or a class, for class methods)."""
 
-    __slots__ = ("__func__", "__self__")
-
-    def __init__(self, func: AsyncWrapper[Any, T], obj: object) -> None:
-        self.__func__ = func
-        self.__self__ = obj
+    __slots__ = ()
+    __func__: AsyncWrapper[Any, T]
 
     def asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
         return self.__func__._call(self.__self__, *args, **kwargs)  # type: ignore[no-any-return]
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
-        func = self.__func__
-        sync_fn = func.sync_fn
+        sync_fn = self._bound_sync_fn()
         if sync_fn is not None:
-            bind = getattr(sync_fn, "__get__", None)
-            bound = bind(self.__self__, type(self.__self__)) if bind is not None else sync_fn
-            return bound(*args, **kwargs)  # type: ignore[no-any-return]
-        future = _as_future(func._call(self.__self__, *args, **kwargs), self)
+            return sync_fn(*args, **kwargs)  # type: ignore[no-any-return]
+        future = _as_future(self.__func__._call(self.__self__, *args, **kwargs), self)
         return run_sync(future)  # type: ignore[no-any-return]
-
-    @property
-    def fn(self) -> Any:
-        return self.__func__.fn
-
-    def is_pure_async_fn(self) -> bool:
-        return False
-
-    def name(self) -> str:
-        return self.__func__.name()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__func__, name)
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, BoundAsyncWrapper)
-            and other.__func__ is self.__func__
-            and other.__self__ is self.__self__
-        )
-
-    def __hash__(self) -> int:
-        return hash((id(self.__func__), id(self.__self__)))
-
-    def __repr__(self) -> str:
-        return f"<bound {self.__func__!r} of {self.__self__!r}>"
 
 
 AsyncWrapper.bound_cls = BoundAsyncWrapper

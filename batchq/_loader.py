@@ -13,7 +13,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 
 from ._batch import BatchBase, BatchItemBase
 from ._debug_format import fn_name
-from ._errors import BatchingError, FetchResultError
+from ._errors import FetchResultError
 from ._futures import NOT_COMPUTED
 from ._scheduler import Scheduler, _current, run_sync
 from ._task import AsyncTask
@@ -78,21 +78,8 @@ class LoaderBatch(BatchBase, Generic[K, V]):
         if active.get(self.loader) is self:
             del active[self.loader]
 
-    def flush(self) -> None:
-        """BatchBase.flush, lean: _fetch_chunk settles every item of a chunk or raises."""
-        if self._value is not NOT_COMPUTED:
-            msg = f"{self.name()} batch is already flushed or cancelled; it cannot flush again"
-            raise BatchingError(msg)
-        self._try_switch_active_batch()
-        try:
-            self._flush()
-        except Exception as e:
-            self._value = None
-            self._error = e
-            self._fail_items(e)
-            self._cancel()
-            return
-        self._value = None
+    def _check_settled(self) -> None:
+        """Nothing to check: _fetch_chunk settles every item of its chunk or raises."""
 
     def _flush(self) -> None:
         items = list(self.by_key.values())

@@ -35,7 +35,7 @@ class BoundDeduplicatedFunction(BoundAsyncWrapper[Any, Any]):
     __slots__ = ()
 
     def dirty(self, *args: Any, **kwargs: Any) -> None:
-        func: DeduplicatedFunction = self.__func__  # type: ignore[assignment]
+        func: DeduplicatedFunction = self.__func__
         func.dirty(self.__self__, *args, **kwargs)
 
 

@@ -23,9 +23,6 @@ share, and with pymemcache's ``HashClient.get_many``, which asks the servers one
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -37,6 +34,7 @@ from pymemcache.client.hash import HashClient
 import batchq
 from batchq.memcache import Cache, JsonSerde, LocalClient
 
+from ._delay_proxy import DelayProxies
 from ._harness import BenchEnv, Outcome, Workload, ratio_target, register, round_trip_target
 from ._sources import AsynqSource
 
@@ -321,61 +319,6 @@ register(
 # -- the cluster: a round costs its slowest server ----------------------------------------------
 
 
-class DelayProxy:
-    """A loopback TCP proxy that holds each reply until ``delay`` seconds after its request."""
-
-    def __init__(self, upstream: tuple[str, int], delay: float) -> None:
-        self.upstream = upstream
-        self.delay = delay
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.address: tuple[str, int] = self._listener.getsockname()[:2]
-        self._sockets: list[socket.socket] = [self._listener]
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                downstream, _ = self._listener.accept()
-            except OSError:
-                return
-            up = socket.create_connection(self.upstream)
-            for s in (downstream, up):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._sockets += [downstream, up]
-            sent = [0.0]
-            threading.Thread(target=self._forward, args=(downstream, up, sent), daemon=True).start()
-            threading.Thread(target=self._reply, args=(up, downstream, sent), daemon=True).start()
-
-    def _forward(self, src: socket.socket, dst: socket.socket, sent: list[float]) -> None:
-        with _quiet():
-            while chunk := src.recv(65536):
-                sent[0] = time.monotonic()
-                dst.sendall(chunk)
-
-    def _reply(self, src: socket.socket, dst: socket.socket, sent: list[float]) -> None:
-        with _quiet():
-            while chunk := src.recv(65536):
-                wait = sent[0] + self.delay - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                dst.sendall(chunk)
-
-    def close(self) -> None:
-        self._closed = True
-        for s in self._sockets:
-            with _quiet():
-                s.close()
-
-
-class _quiet:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
-        return kind is not None and issubclass(kind, OSError)
-
-
 CLUSTER_DELAYS = (0.001, 0.002, 0.003, 0.004)
 CLUSTER_KEYS = [f"cluster:{i}" for i in range(400)]
 _cluster = _Resources()
@@ -383,16 +326,19 @@ _cluster = _Resources()
 
 def _build_cluster(env: BenchEnv) -> Mapping[str, Callable[[], Outcome]]:
     servers = env.memcached(len(CLUSTER_DELAYS))
-    proxies = [DelayProxy(addr, d) for addr, d in zip(servers, CLUSTER_DELAYS, strict=True)]
-    _cluster.closers += [p.close for p in proxies]
-    hash_client = HashClient([p.address for p in proxies], connect_timeout=2.0, timeout=5.0)
+    # The proxies run in a process of their own: as threads of this one they would take the GIL
+    # from the round being measured, and the measurement would include their forwarding.
+    proxy_process = DelayProxies(list(zip(servers, CLUSTER_DELAYS, strict=True)))
+    _cluster.closers.append(proxy_process.close)
+    addresses = proxy_process.addresses
+    hash_client = HashClient(addresses, connect_timeout=2.0, timeout=5.0)
     _cluster.closers.append(hash_client.close)
     cache = Cache(hash_client)
     _cluster.closers.append(cache.close)
     cache.set_many({k: {"i": i} for i, k in enumerate(CLUSTER_KEYS)})
-    slow_name = "%s:%s" % proxies[-1].address  # noqa: UP031 - HashClient's own node naming
+    slow_name = "%s:%s" % addresses[-1]  # noqa: UP031 - HashClient's own node naming
     slow_keys = [k for k in CLUSTER_KEYS if hash_client.hasher.get_node(k) == slow_name]
-    slow_client = Client(proxies[-1].address, connect_timeout=2.0, timeout=5.0)
+    slow_client = Client(addresses[-1], connect_timeout=2.0, timeout=5.0)
     _cluster.closers.append(slow_client.close)
 
     @batchq.asynq()

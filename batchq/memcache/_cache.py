@@ -339,10 +339,26 @@ def _server_name(client: Any) -> str:
 class _Job:
     """One server's share of a round, run in one thread: writes first, then reads, in chunks."""
 
-    __slots__ = ("node", "sets", "deletes", "reads", "found", "set_failed", "error", "errors")
+    __slots__ = (
+        "node",
+        "sets",
+        "deletes",
+        "reads",
+        "found",
+        "set_failed",
+        "error",
+        "errors",
+        "settle",
+        "settled",
+    )
 
     def __init__(self, node: _Node) -> None:
         self.node = node
+        # Settles this server's reads in the job's own thread as soon as they arrive, so that the
+        # decoding of a fast server's values overlaps the wait for a slow one. Returns the
+        # (hits, misses, decode errors) counts; None once run, or when the job failed.
+        self.settle: Callable[[_Job], tuple[int, int, int]] | None = None
+        self.settled: tuple[int, int, int] | None = None
         self.sets: dict[int, dict[bytes, bytes]] = {}
         self.deletes: list[bytes] = []
         self.reads: list[bytes] = []
@@ -372,6 +388,9 @@ class _Job:
         except Exception as e:
             counts[4] += 1
             self.error = _as_server_error(node, e)
+            return
+        if self.settle is not None and self.reads:
+            self.settled = self.settle(self)
 
 
 def _as_server_error(node: _Node, error: Exception) -> BaseException:
@@ -861,6 +880,12 @@ class Cache:
         else:
             for raw in reads:
                 routes[raw].reads.append(raw)
+
+        def settle(job: _Job) -> tuple[int, int, int]:
+            return self._settle_reads(job, reads)
+
+        for job in jobs.values():
+            job.settle = settle
         counts = {ident: [0, 0, 0, 0, 0] for ident in jobs}
         self._run_jobs(jobs, counts)
         self._settle(batch, routes, jobs, counts)
@@ -881,6 +906,30 @@ class Cache:
         first.run(size, counts[first_ident])
         for fut in running:
             fut.result()  # job.run catches everything; this only waits
+
+    def _settle_reads(self, job: _Job, reads: dict[bytes, GetItem]) -> tuple[int, int, int]:
+        """Set the value of each read of a job that succeeded; its (hits, misses, decode errors)."""
+        hits = misses = decode_errors = 0
+        found = job.found
+        for raw in job.reads:
+            read = reads[raw]
+            # Direct slot writes: each read of this batch is settled exactly once, here.
+            stored = found.get(raw, _ABSENT)
+            if stored is _ABSENT:
+                misses += 1
+                read._value = None
+                continue
+            try:
+                value = self._unpack(read.key, stored)
+            except DeserializationError as e:
+                decode_errors += 1
+                read._value = None
+                read._error = e
+                continue
+            hits += 1
+            read.hit = True
+            read._value = value
+        return hits, misses, decode_errors
 
     def _settle(
         self,
@@ -918,33 +967,22 @@ class Cache:
                 ok = True
             for item in write.items:
                 item.set_value(ok)
+        for job in jobs.values():
+            if job.settled is not None:
+                hits += job.settled[0]
+                misses += job.settled[1]
+                decode_errors += job.settled[2]
         for raw, read in batch.reads.items():
             job = routes[raw]
             error = job.error
-            if error is not None:
-                errors += 1
-                if miss_on_fault and isinstance(error, ServerError):
-                    misses += 1
-                    read.set_value(None)
-                else:
-                    read.set_error(error)
-                continue
-            # Direct slot writes: each read of this batch is settled exactly once, here.
-            stored = job.found.get(raw, _ABSENT)
-            if stored is _ABSENT:
+            if error is None:
+                continue  # settled by the job, in its thread
+            errors += 1
+            if miss_on_fault and isinstance(error, ServerError):
                 misses += 1
-                read._value = None
-                continue
-            try:
-                value = self._unpack(read.key, stored)
-            except DeserializationError as e:
-                decode_errors += 1
-                read._value = None
-                read._error = e
-                continue
-            hits += 1
-            read.hit = True
-            read._value = value
+                read.set_value(None)
+            else:
+                read.set_error(error)
         c = self._counters
         with self._stats_lock:
             c.hits += hits

@@ -194,9 +194,31 @@ class MemcachedServer:
             _reap(process, timeout, graceful)
 
     def pause(self) -> None:
-        """Freeze the process (SIGSTOP): connections hang, as with an overloaded server."""
+        """Freeze the process (SIGSTOP): connections hang, as with an overloaded server.
+
+        Returns once the process is stopped: a signal is delivered asynchronously, and a request
+        sent in between would still be answered.
+        """
         self._signal(signal.SIGSTOP)
         self._paused = True
+        self._wait_for_state("T", timeout=2.0)
+
+    def _wait_for_state(self, state: str, timeout: float) -> None:
+        """Wait until /proc says the process is in ``state`` (where /proc exists)."""
+        pid = self.pid
+        if pid is None:
+            return
+        path = f"/proc/{pid}/stat"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with open(path) as f:
+                    # "pid (comm) S ...": the state follows the last ')'.
+                    if f.read().rpartition(")")[2].split()[0] == state:
+                        return
+            except (OSError, IndexError):
+                return  # no /proc (not Linux) or the process is gone: nothing to wait for
+            time.sleep(0.001)
 
     def resume(self) -> None:
         """Continue a paused process (SIGCONT)."""

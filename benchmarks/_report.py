@@ -80,8 +80,11 @@ def _load() -> tuple[float, float, float] | None:
 def collect_info(root: Path, *, mode: str, memcached: str) -> RunInfo:
     """Machine, Python, package versions, commit (+ dirty flag) and load average now."""
     commit = _git(root, "rev-parse", "--short", "HEAD") or "unknown"
-    # Only changes that can move the numbers count as dirty: others edit docs meanwhile.
-    status = _git(root, "status", "--porcelain", "--", "batchq", "benchmarks")
+    # Only changes that can move the numbers count as dirty: not docs, and not the results of
+    # an earlier run (which this run is about to overwrite).
+    status = _git(
+        root, "status", "--porcelain", "--", "batchq", "benchmarks", ":!benchmarks/results"
+    )
     versions = {}
     for name in _PEERS:
         try:

@@ -91,8 +91,8 @@ def write_plot(info: RunInfo, results: Sequence[WorkloadResult], path: Path) -> 
         _trips_panel(ax, trip_results, spare)
     dirty = " (dirty)" if info.dirty else ""
     fig.suptitle(
-        "batchq benchmarks: bars are each system's median / the baseline's (shorter is better; "
-        "the dashed line is the baseline)\n"
+        "batchq benchmarks: bars are each system's time over the baseline's (median of the "
+        "per-cycle ratios; shorter is better; the dashed line is the baseline)\n"
         f"{info.date}, commit {info.commit}{dirty}, {info.python}, {info.cpus} CPUs, "
         f"{info.mode} run",
         fontsize=12,

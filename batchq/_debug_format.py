@@ -63,10 +63,12 @@ def async_chain(tb: TracebackType | None) -> list[str]:
     while tb is not None:
         frame = tb.tb_frame
         code = frame.f_code
-        if code.co_flags & _CO_GENERATOR and not frame.f_globals.get("__name__", "").startswith(
-            "batchq."
-        ):
-            out.append(f"{getattr(code, 'co_qualname', code.co_name)}({_frame_args(frame)})")
+        module = frame.f_globals.get("__name__", "")
+        if code.co_flags & _CO_GENERATOR and not module.startswith("batchq."):
+            # Named as call_str() and format_async_stack() name calls: module.qualname(args).
+            name = getattr(code, "co_qualname", code.co_name)
+            prefix = f"{module}." if module and module != "builtins" else ""
+            out.append(f"{prefix}{name}({_frame_args(frame)})")
         tb = tb.tb_next
     return out
 

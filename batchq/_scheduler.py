@@ -245,8 +245,15 @@ class Scheduler:
                     self._drive(_task_hooks(insts) if insts else ())
                 else:
                     self._flush_round(insts)
-        except BaseException:
-            self._abort(root)
+        except BaseException as interrupt_:
+            failed = self._abort(root)
+            if failed and hasattr(interrupt_, "add_note"):
+                shown = "; ".join(repr(e) for e in failed[:5])
+                more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+                interrupt_.add_note(
+                    f"batchq: closing the interrupted run, {len(failed)} task(s) raised while "
+                    f"their generators closed: {shown}{more}"
+                )
             raise
         finally:
             self._running = False
@@ -589,11 +596,15 @@ class Scheduler:
             ),
         )
 
-    def _abort(self, root: FutureBase[Any]) -> None:
-        """An interrupt (KeyboardInterrupt, cancellation...) stops the run: close everything."""
+    def _abort(self, root: FutureBase[Any]) -> list[BaseException]:
+        """An interrupt (KeyboardInterrupt, cancellation...) stops the run: close everything.
+
+        Returns what generators raised while closing, for the interrupt to carry as a note.
+        """
         tasks = _reachable_tasks(root, self._ready)
         self._ready.clear()
         cancelled = AsyncTaskCancelledError("the run was interrupted before this task finished")
+        failed: list[BaseException] = []
         for task in reversed(tasks):
             gen = task._gen
             task._gen = None
@@ -602,8 +613,8 @@ class Scheduler:
             if gen is not None:
                 try:
                     gen.close()
-                except BaseException:
-                    pass  # closing must reach every generator; the interrupt is re-raised
+                except BaseException as e:  # closing must reach every generator
+                    failed.append(e)
             if task._value is NOT_COMPUTED:
                 task._value = None
                 task._error = cancelled
@@ -611,6 +622,7 @@ class Scheduler:
             batch.cancel()
         self._pending = {}
         self._active.clear()
+        return failed
 
 
 # -- helpers used by the loop (kept out of it so the hot path stays small) ------------------------

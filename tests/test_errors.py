@@ -331,3 +331,21 @@ def test_future_already_computed() -> None:
 def test_future_used_as_bool_is_refused() -> None:
     with pytest.raises(TypeError, match="forget to yield"):
         bool(batchq.ConstFuture(1))
+
+
+def test_errors_raised_while_closing_an_interrupted_run_are_not_lost() -> None:
+    interrupting = _Batch("interrupt")
+
+    @asynq()
+    def messy() -> Generator[Any, Any, None]:
+        try:
+            yield _Item(interrupting)
+        finally:
+            raise ValueError("cleanup failed")
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        messy()
+    notes = getattr(info.value, "__notes__", None)
+    if hasattr(info.value, "add_note"):
+        assert notes is not None
+        assert any("1 task(s) raised" in n and "cleanup failed" in n for n in notes)

@@ -413,8 +413,15 @@ class _Driver:
         self.incoming.clear()
         self.abandoned.clear()
         self.finished.clear()
+        failed: list[BaseException] = []
         for root in roots:
-            sched._abort(root)
+            failed += sched._abort(root)
+        if failed and hasattr(error, "add_note"):
+            shown = "; ".join(repr(e) for e in failed[:5])
+            error.add_note(
+                f"batchq: closing the interrupted run, {len(failed)} task(s) raised while their "
+                f"generators closed: {shown}"
+            )
         for batch in [*sched._pending, *sched._active.values()]:
             batch.cancel()
         sched._pending = {}

@@ -41,6 +41,7 @@ from ._scheduler import (
     _strict,
     _task_hooks,
     _with_task_traceback,
+    note_close_errors,
     run_sync,
     waiters_of,
 )
@@ -416,12 +417,7 @@ class _Driver:
         failed: list[BaseException] = []
         for root in roots:
             failed += sched._abort(root)
-        if failed and hasattr(error, "add_note"):
-            shown = "; ".join(repr(e) for e in failed[:5])
-            error.add_note(
-                f"batchq: closing the interrupted run, {len(failed)} task(s) raised while their "
-                f"generators closed: {shown}"
-            )
+        note_close_errors(error, failed)
         for batch in [*sched._pending, *sched._active.values()]:
             batch.cancel()
         sched._pending = {}

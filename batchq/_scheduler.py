@@ -246,14 +246,7 @@ class Scheduler:
                 else:
                     self._flush_round(insts)
         except BaseException as interrupt_:
-            failed = self._abort(root)
-            if failed and hasattr(interrupt_, "add_note"):
-                shown = "; ".join(repr(e) for e in failed[:5])
-                more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
-                interrupt_.add_note(
-                    f"batchq: closing the interrupted run, {len(failed)} task(s) raised while "
-                    f"their generators closed: {shown}{more}"
-                )
+            note_close_errors(interrupt_, self._abort(root))
             raise
         finally:
             self._running = False
@@ -626,6 +619,17 @@ class Scheduler:
 
 
 # -- helpers used by the loop (kept out of it so the hot path stays small) ------------------------
+
+
+def note_close_errors(interrupt_: BaseException, failed: list[BaseException]) -> None:
+    """Attach to an interrupt what generators raised while its run was closed (3.11+)."""
+    if failed and hasattr(interrupt_, "add_note"):
+        shown = "; ".join(repr(e) for e in failed[:5])
+        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+        interrupt_.add_note(
+            f"batchq: closing the interrupted run, {len(failed)} task(s) raised while their "
+            f"generators closed: {shown}{more}"
+        )
 
 
 def _push_elsewhere(task: AsyncTask[Any]) -> None:

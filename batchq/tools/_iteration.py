@@ -68,35 +68,33 @@ def _extreme_args(name: str, args: tuple[Any, ...]) -> Any:
     return args[0] if len(args) == 1 else args
 
 
+def _extreme(
+    pick: Callable[..., Any], name: str, args: tuple[Any, ...], key: Callable[..., Any] | None
+) -> Generator[Any, Any, Any]:
+    """``pick`` (max or min) with an async ``key``, every key computed in one round."""
+    iterable = _extreme_args(name, args)
+    if key is None:
+        return pick(iterable)
+    items = list(iterable)
+    if not items:
+        msg = f"{name}() arg is an empty sequence: {iterable!r}"
+        raise ValueError(msg)
+    keys = yield [call_async(key, v) for v in items]
+    # First of the extreme items, as max() and min() do.
+    best = pick(range(len(items)), key=keys.__getitem__)
+    return items[best]
+
+
 @asynq()
 def amax(*args: Any, key: Callable[..., Any] | None = None) -> Generator[Any, Any, Any]:
     """``max(...)`` with an async ``key``: ``amax(iterable, key=f)`` or ``amax(a, b, key=f)``."""
-    iterable = _extreme_args("amax", args)
-    if key is None:
-        return max(iterable)
-    items = list(iterable)
-    if not items:
-        msg = f"amax() arg is an empty sequence: {iterable!r}"
-        raise ValueError(msg)
-    keys = yield [call_async(key, v) for v in items]
-    # First of the maximal items, as max() does.
-    best = max(range(len(items)), key=keys.__getitem__)
-    return items[best]
+    return (yield from _extreme(max, "amax", args, key))
 
 
 @asynq()
 def amin(*args: Any, key: Callable[..., Any] | None = None) -> Generator[Any, Any, Any]:
     """``min(...)`` with an async ``key``: ``amin(iterable, key=f)`` or ``amin(a, b, key=f)``."""
-    iterable = _extreme_args("amin", args)
-    if key is None:
-        return min(iterable)
-    items = list(iterable)
-    if not items:
-        msg = f"amin() arg is an empty sequence: {iterable!r}"
-        raise ValueError(msg)
-    keys = yield [call_async(key, v) for v in items]
-    best = min(range(len(items)), key=keys.__getitem__)
-    return items[best]
+    return (yield from _extreme(min, "amin", args, key))
 
 
 @asynq()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable, Coroutine, Generator
+from inspect import CO_VARARGS, CO_VARKEYWORDS
+from types import FunctionType, MethodType
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
 from ._futures import NOT_COMPUTED
@@ -152,9 +154,31 @@ class AsyncFunction(_AsyncCallable[P, T]):
 
 class _GeneratorAsyncFunction(AsyncFunction[P, T]):
     """The common case (a generator function, the default task class, no sync_fn), specialised
-    at class level so that ``f.asynq(x)`` makes its task without a further call or branch."""
+    so that ``f.asynq(x)`` makes its task without a further call or branch.
 
-    def asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
+    For a plain Python function, ``asynq`` is a function generated with that function's own
+    signature: the arguments go straight to the generator, without a tuple and a dict packed per
+    call. It lives in a slot, not in ``__dict__``, so ``functools.wraps`` never copies it onto a
+    wrapper (whose ``asynq`` would then skip the wrapper).
+    """
+
+    __slots__ = ("asynq",)
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        task_cls: type[AsyncTask[Any]] = AsyncTask,
+        sync_fn: Callable[..., Any] | None = None,
+    ) -> None:
+        super().__init__(fn, task_cls, sync_fn)
+        asynq: Callable[..., AsyncTask[Any]] | None = None
+        if task_cls is not AsyncTask:  # rebuilt by type(f)(fn, task_cls, sync_fn), e.g. in mock
+            asynq = MethodType(AsyncFunction.asynq, self)
+        else:
+            asynq = _task_factory(fn) or self._packed_asynq
+        self.asynq = asynq  # type: ignore[method-assign]
+
+    def _packed_asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
         fn = self.fn
         # AsyncTask.__init__ inlined: this line runs once per task of every page.
         task: AsyncTask[T] = _new_task(AsyncTask)
@@ -170,6 +194,94 @@ class _GeneratorAsyncFunction(AsyncFunction[P, T]):
         task._args = None
         task._kwargs = None
         return task
+
+
+# Every generated ``asynq``: AsyncTask.__init__ inlined, the arguments passed as received.
+_FACTORY_TEMPLATE = """\
+def _bq_make(_bq_fn, _bq_new, _bq_cls, _bq_nc{defaults}):
+    def asynq({params}):
+        _bq_task = _bq_new(_bq_cls)
+        _bq_task._value = _bq_nc
+        _bq_task._error = None
+        _bq_task._waiters = None
+        _bq_task._gen = _bq_fn({call})
+        _bq_task._dep = None
+        _bq_task._npending = 0
+        _bq_task._sched = None
+        _bq_task._contexts = None
+        _bq_task.fn = _bq_fn
+        _bq_task._args = None
+        _bq_task._kwargs = None
+        return _bq_task
+    return asynq
+"""
+
+
+def _task_factory(fn: Callable[..., Any]) -> Callable[..., AsyncTask[Any]] | None:
+    """``fn``'s task maker with ``fn``'s own parameters, or None if they cannot be copied.
+
+    Read from the code object, not ``inspect.signature``, which would believe a ``__wrapped__``
+    or ``__signature__`` that the function does not actually have.
+    """
+    if type(fn) is not FunctionType:
+        return None
+    code = fn.__code__
+    nargs = code.co_argcount
+    nposonly = code.co_posonlyargcount
+    nkwonly = code.co_kwonlyargcount
+    names = code.co_varnames
+    star = bool(code.co_flags & CO_VARARGS)
+    starstar = bool(code.co_flags & CO_VARKEYWORDS)
+    used = names[: nargs + nkwonly + star + starstar]
+    if any(name.startswith("_bq_") or name == "asynq" for name in used):
+        return None
+    defaults = fn.__defaults__ or ()
+    kwdefaults = fn.__kwdefaults__ or {}
+    env: dict[str, Any] = {}
+    params: list[str] = []
+    call: list[str] = []
+    first_default = nargs - len(defaults)
+    for i, name in enumerate(names[:nargs]):
+        if i >= first_default:
+            env[f"_bq_d{i}"] = defaults[i - first_default]
+            params.append(f"{name}=_bq_d{i}")
+        else:
+            params.append(name)
+        call.append(name)
+        if i + 1 == nposonly:
+            params.append("/")
+    if star:
+        params.append(f"*{names[nargs + nkwonly]}")
+        call.append(f"*{names[nargs + nkwonly]}")
+    elif nkwonly:
+        params.append("*")
+    for j, name in enumerate(names[nargs : nargs + nkwonly]):
+        if name in kwdefaults:
+            env[f"_bq_k{j}"] = kwdefaults[name]
+            params.append(f"{name}=_bq_k{j}")
+        else:
+            params.append(name)
+        call.append(f"{name}={name}")
+    if starstar:
+        params.append(f"**{names[nargs + nkwonly + star]}")
+        call.append(f"**{names[nargs + nkwonly + star]}")
+    source = _FACTORY_TEMPLATE.format(
+        defaults="".join(f", {name}" for name in env),
+        params=", ".join(params),
+        call=", ".join(call),
+    )
+    namespace: dict[str, Any] = {}
+    # Safe: the source holds only identifiers read from fn's own code object.
+    exec(source, namespace)
+    factory: Callable[..., AsyncTask[Any]] = namespace["_bq_make"](
+        fn, _new_task, AsyncTask, NOT_COMPUTED, *env.values()
+    )
+    # Errors in the arguments then read as they would for fn: "f() missing 1 required ...".
+    factory.__name__ = fn.__name__
+    factory.__qualname__ = fn.__qualname__
+    factory.__module__ = fn.__module__
+    factory.__doc__ = "The task of this call, to ``yield`` from another async function."
+    return factory
 
 
 class BoundMethod(Generic[P, T]):

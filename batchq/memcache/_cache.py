@@ -66,7 +66,8 @@ DEFAULT_MAX_BATCH_SIZE: Final = 4096
 # from text values other writers store.
 _KEY_MEMO_SIZE: Final = 100_000
 _MAGIC: Final = b"\x00bq"
-_HEADER: Final = len(_MAGIC) + 4
+_MAGIC_LEN: Final = len(_MAGIC)
+_HEADER: Final = _MAGIC_LEN + 4
 
 
 # -- statistics -----------------------------------------------------------------------------------
@@ -261,6 +262,7 @@ class CacheBatch(BatchBase):
 # -- servers --------------------------------------------------------------------------------------
 
 _ABSENT: Final[Any] = object()
+_new_item = object.__new__
 _FAILED: Final[Any] = object()  # what HashClient returns for a server it failed or is backing off
 
 
@@ -689,7 +691,16 @@ class Cache:
         reads: dict[bytes, GetItem] = batch.reads  # type: ignore[attr-defined]
         got = reads.get(raw)
         if got is None:
-            got = reads[raw] = GetItem(batch, key, raw)  # type: ignore[arg-type]
+            # GetItem.__init__ inlined: a new key of every page passes here.
+            got = reads[raw] = _new_item(GetItem)
+            got._value = NOT_COMPUTED
+            got._error = None
+            got._waiters = None
+            got.batch = batch
+            batch.items.append(got)
+            got.key = key
+            got.raw = raw
+            got.hit = False
         return got
 
     def _get_many_asynq(self, keys: Iterable[str | bytes]) -> AsyncTask[dict[str | bytes, Any]]:
@@ -910,17 +921,28 @@ class Cache:
     def _settle_reads(self, job: _Job, reads: dict[bytes, GetItem]) -> tuple[int, int, int]:
         """Set the value of each read of a job that succeeded; its (hits, misses, decode errors)."""
         hits = misses = decode_errors = 0
-        found = job.found
+        get = job.found.get
+        deserialize = self.serde.deserialize
+        from_bytes = int.from_bytes
         for raw in job.reads:
             read = reads[raw]
             # Direct slot writes: each read of this batch is settled exactly once, here.
-            stored = found.get(raw, _ABSENT)
+            stored = get(raw, _ABSENT)
             if stored is _ABSENT:
                 misses += 1
                 read._value = None
                 continue
             try:
-                value = self._unpack(read.key, stored)
+                # _unpack() inlined for the envelope every value this Cache wrote has.
+                if (
+                    type(stored) is bytes
+                    and stored[:_MAGIC_LEN] == _MAGIC
+                    and len(stored) >= _HEADER
+                ):
+                    flags = from_bytes(stored[_MAGIC_LEN:_HEADER], "big")
+                    value = deserialize(read.key, stored[_HEADER:], flags)
+                else:
+                    value = self._unpack(read.key, stored)
             except DeserializationError as e:
                 decode_errors += 1
                 read._value = None
@@ -972,7 +994,8 @@ class Cache:
                 hits += job.settled[0]
                 misses += job.settled[1]
                 decode_errors += job.settled[2]
-        for raw, read in batch.reads.items():
+        failed = any(job.error is not None for job in jobs.values())
+        for raw, read in batch.reads.items() if failed else ():
             job = routes[raw]
             error = job.error
             if error is None:

@@ -277,15 +277,20 @@ class Scheduler:
             root._compute()
 
     def _drive(self, hooks: tuple[Instrument, ...]) -> None:
-        """Run runnable tasks until every one has blocked or finished."""
+        """Run runnable tasks until every one has blocked or finished.
+
+        The hottest code of batchq: every line runs once per resumption of every task, so the
+        common cases come first and are written out rather than called (checked by the
+        scheduler benchmarks; see docs/how-it-works.md).
+        """
         ready = self._ready
         pop = ready.pop
         push = ready.append
         started = 0
         none = NOT_COMPUTED
-        future_cls = FutureBase
         task_cls = AsyncTask
         item_cls = BatchItemBase
+        future_cls = FutureBase
         aggregates = _AGGREGATES
         # Rounds only flush between drives, so this round's pending set stays the same object.
         pending = self._pending
@@ -303,80 +308,103 @@ class Scheduler:
                         h.task_started(task)
                 # The value the generator gets back for what it yielded.
                 dep = task._dep
-                task._dep = None
-                err: BaseException | None
                 if dep is None:
                     value = None
-                    err = None
-                elif isinstance(dep, future_cls):
-                    err = dep._error
-                    value = dep._value
-                    if err is not None and type(dep) is task_cls:
-                        err = _with_task_traceback(err, dep)
+                    err: BaseException | None = None
                 else:
+                    task._dep = None
                     try:
-                        value = _unwrap(dep)
-                        err = None
-                    except BaseException as e:
-                        value = None
-                        err = e
+                        err = dep._error  # a future (the common case) ...
+                    except AttributeError:  # ... or a list/tuple/dict of them
+                        try:
+                            value = _unwrap(dep)
+                            err = None
+                        except BaseException as e:
+                            value = None
+                            err = e
+                    else:
+                        if err is None:
+                            value = dep._value
+                        else:
+                            value = None
+                            if type(dep) is task_cls:
+                                err = _with_task_traceback(err, dep)
                 while True:
                     try:
                         y = gen.send(value) if err is None else gen.throw(err)
                     except StopIteration as e:
                         task._value = e.value
                         task._gen = None
+                        # Done: resume the waiters whose last dependency this was.
+                        if hooks:
+                            for h in hooks:
+                                h.task_finished(task)
+                        ws = task._waiters
+                        if ws is not None:
+                            task._waiters = None
+                            if isinstance(ws, list):
+                                for w in ws:
+                                    n = w._npending - 1
+                                    w._npending = n
+                                    if not n:
+                                        if w._sched is self:
+                                            push(w)
+                                        else:
+                                            _push_elsewhere(w)
+                            else:
+                                n = ws._npending - 1
+                                ws._npending = n
+                                if not n:
+                                    if ws._sched is self:
+                                        push(ws)
+                                    else:
+                                        _push_elsewhere(ws)
                         break
                     except AsyncTaskResult as e:
-                        task._value = e.result
-                        task._gen = None
+                        self._finish(task, e.result, hooks)
                         break
                     except GeneratorExit:
-                        task._value = None
-                        task._gen = None
+                        self._finish(task, None, hooks)
                         break
                     except Exception as e:
                         _fail(task, e)
+                        self._finish(task, None, hooks)
                         break
-                    # What did it yield?
-                    if isinstance(y, future_cls):
-                        if y._value is not none:
+                    # What did it yield? Batch items first: they are what most tasks wait on.
+                    if isinstance(y, item_cls):
+                        if y._value is none:
+                            batch = y.batch
+                            if batch._value is none:
+                                pending[batch] = None
+                        else:
                             value = y._value
                             err = y._error
-                            if err is not None and type(y) is task_cls:
-                                err = _with_task_traceback(err, y)
                             continue
-                        if isinstance(y, task_cls):
+                    elif isinstance(y, task_cls):
+                        if y._value is none:
                             if y._sched is None:
                                 y._sched = self
                                 y._contexts = task._contexts
                                 started += 1
                                 push(y)
-                        elif isinstance(y, item_cls):
-                            if y.batch._value is none:
-                                pending[y.batch] = None
                         else:
+                            value = y._value
+                            err = y._error
+                            if err is not None and type(y) is task_cls:
+                                err = _with_task_traceback(err, y)
+                            continue
+                    elif isinstance(y, future_cls):
+                        if y._value is none:
                             self._compute_plain(y)
-                            if y._value is not none:
-                                value = y._value
-                                err = y._error
-                                continue
-                        task._dep = y
-                        task._npending = 1
-                        # One waiter is stored bare, more in a list: most futures have one.
-                        yw = y._waiters
-                        if yw is None:
-                            y._waiters = task
-                        elif isinstance(yw, list):
-                            yw.append(task)
-                        else:
-                            y._waiters = [yw, task]
-                        break
-                    if y is None:
+                        if y._value is not none:
+                            value = y._value
+                            err = y._error
+                            continue
+                    elif y is None:
                         value = None
                         err = None
                         continue
-                    if type(y) in aggregates:
+                    elif type(y) in aggregates:
                         n = self._register(task, y)
                         if n:
                             task._dep = y
@@ -389,36 +417,36 @@ class Scheduler:
                             value = None
                             err = e
                         continue
-                    value = None
-                    err = _bad_yield(task, y)
-                if task._gen is None:
-                    # Done: resume the waiters whose last dependency this was.
-                    if hooks:
-                        for h in hooks:
-                            h.task_finished(task)
-                    ws = task._waiters
-                    if ws is not None:
-                        task._waiters = None
-                        if isinstance(ws, list):
-                            for w in ws:
-                                n = w._npending - 1
-                                w._npending = n
-                                if not n:
-                                    if w._sched is self:
-                                        push(w)
-                                    else:
-                                        _push_elsewhere(w)
-                        else:
-                            n = ws._npending - 1
-                            ws._npending = n
-                            if not n:
-                                if ws._sched is self:
-                                    push(ws)
-                                else:
-                                    _push_elsewhere(ws)
+                    else:
+                        value = None
+                        err = _bad_yield(task, y)
+                        continue
+                    # Wait on the one future it yielded. One waiter is stored bare, more in a
+                    # list: most futures have one.
+                    task._dep = y
+                    task._npending = 1
+                    yw = y._waiters
+                    if yw is None:
+                        y._waiters = task
+                    elif isinstance(yw, list):
+                        yw.append(task)
+                    else:
+                        y._waiters = [yw, task]
+                    break
         finally:
             self._tasks += started
             self.active_task = None
+
+    def _finish(self, task: AsyncTask[Any], value: Any, hooks: tuple[Instrument, ...]) -> None:
+        """The end of a task other than by ``return`` (result(), close, an error); slow path."""
+        if task._error is None:
+            task._value = value
+        task._gen = None
+        if hooks:
+            for h in hooks:
+                h.task_finished(task)
+        if task._waiters is not None:
+            _wake(task)
 
     def _register(self, task: AsyncTask[Any], obj: Any) -> int:
         """Wait on every uncomputed future in a list/tuple/dict; return how many."""
@@ -698,10 +726,16 @@ def _unwrap(obj: Any) -> Any:
             raise RuntimeError(msg)
         return value
     t = type(obj)
-    if t is list:
-        return [_unwrap(x) for x in obj]
-    if t is tuple:
-        return tuple([_unwrap(x) for x in obj])
+    if t is list or t is tuple:
+        # A flat list of finished futures is the common case: no call per element for it.
+        out: list[Any] = []
+        append = out.append
+        for x in obj:
+            if isinstance(x, FutureBase) and x._error is None and x._value is not NOT_COMPUTED:
+                append(x._value)
+            else:
+                append(_unwrap(x))
+        return out if t is list else tuple(out)
     if t is dict:
         return {k: _unwrap(v) for k, v in obj.items()}
     if obj is None:

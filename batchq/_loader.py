@@ -79,7 +79,13 @@ class LoaderBatch(BatchBase, Generic[K, V]):
             del active[self.loader]
 
     def _check_settled(self) -> None:
-        """Nothing to check: _fetch_chunk settles every item of its chunk or raises."""
+        """Nothing to check: _fetch_chunk settles every item of its chunk or raises.
+
+        The batch lets go of its items (the scheduler wakes their waiters from its own list), so
+        that an item lives only as long as the task waiting on it and no batch <-> item cycle is
+        left for the garbage collector.
+        """
+        self.by_key = {}
 
     def _flush(self) -> None:
         items = list(self.by_key.values())

@@ -97,7 +97,9 @@ class Instrument:
 
     def batch_flushed(
         self, batch: BatchBase, items: Sequence[BatchItemBase[Any]], seconds: float
-    ) -> None: ...
+    ) -> None:
+        """``items`` are the batch's items; read them here, not from the flushed batch, which
+        may have let go of them (batchq's own batches do, so that they are freed early)."""
 
     def task_started(self, task: AsyncTask[Any]) -> None: ...
 

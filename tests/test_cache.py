@@ -143,6 +143,27 @@ def test_depth_four_page_costs_four_get_many(cache: Cache, local: Counting) -> N
         assert last_run().rounds == 4
 
 
+def test_a_pages_reads_are_freed_by_reference_counting_not_left_in_cycles(
+    cache: Cache, local: Counting
+) -> None:
+    import gc
+
+    from batchq.memcache._cache import CacheBatch, GetItem
+
+    data = page_data()
+    local.client.set_many({k: _packed(cache, k, v) for k, v in data.items()})
+    page = make_page(cache)
+    gc.collect()
+    gc.disable()
+    try:
+        assert page() == expected_page(data)
+        # Without the collector, only reference counting could have freed them.
+        left = [o for o in gc.get_objects() if type(o) in (GetItem, CacheBatch)]
+    finally:
+        gc.enable()
+    assert left == []
+
+
 def _packed(cache: Cache, key: str, value: Any) -> bytes:
     return cache._pack(key, value)
 

@@ -168,3 +168,33 @@ def test_two_threads_never_mix_batches() -> None:
         ("A", [f"A{i}" for i in range(50)]),
         ("B", [f"B{i}" for i in range(50)]),
     ]
+
+
+def test_a_runs_items_are_freed_by_reference_counting_not_left_in_cycles() -> None:
+    import gc
+
+    from batchq._loader import LoaderBatch, LoaderItem
+
+    calls, fetch = counting()
+    loader = Loader(fetch)
+
+    @asynq()
+    def child(i: int) -> Generator[Any, Any, str]:
+        first = yield loader.load.asynq(i)
+        second = yield loader.load.asynq(i + 1000)
+        return first + second
+
+    @asynq()
+    def parent() -> Generator[Any, Any, list[str]]:
+        return (yield [child.asynq(i) for i in range(50)])
+
+    gc.collect()
+    gc.disable()
+    try:
+        assert parent()[3] == "value-3value-1003"
+        # Without the collector, only reference counting could have freed them.
+        left = [o for o in gc.get_objects() if type(o) in (LoaderItem, LoaderBatch)]
+    finally:
+        gc.enable()
+    assert left == []
+    assert len(calls) == 2

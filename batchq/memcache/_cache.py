@@ -258,6 +258,16 @@ class CacheBatch(BatchBase):
     def _flush(self) -> None:
         self.cache._flush(self)
 
+    def _check_settled(self) -> None:
+        super()._check_settled()
+        # Let go of the round's items (the scheduler wakes their waiters from its own list): an
+        # item then lives only as long as the task that waits on it, so a page's reads are freed
+        # as it runs instead of staying in a batch <-> item cycle until the garbage collector
+        # finds it.
+        self.items = []
+        self.reads = {}
+        self.writes = {}
+
 
 # -- servers --------------------------------------------------------------------------------------
 

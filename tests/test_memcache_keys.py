@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from batchq.memcache import MAX_KEY_LENGTH, InvalidKeyError, KeyTypeError, encode_key
@@ -168,3 +168,39 @@ def test_hashing_always_yields_a_valid_injective_key(key: str | bytes, prefix: b
     raw = key.encode() if isinstance(key, str) else key
     # Distinct keys stay distinct: either the key itself, or a hash of it.
     assert encoded in (prefix + raw, prefix + b"h:" + hashlib.sha256(raw).hexdigest().encode())
+
+
+ascii_keys = st.one_of(
+    st.text(st.characters(max_codepoint=0x7F), max_size=260),
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=260),
+)
+
+
+@given(key=ascii_keys, prefix=prefixes, hashing=st.booleans())
+@example(key="x" * 240, prefix=b"p" * 10, hashing=False)  # fits alone, not with the prefixes
+@example(key="x" * 240, prefix=b"p" * 10, hashing=True)
+@example(key="x" * 247, prefix=b"", hashing=False)  # 250 bytes only with the client's prefix
+@example(key="a b", prefix=b"", hashing=False)
+@example(key="", prefix=b"", hashing=True)
+def test_a_caches_fast_path_encodes_as_encode_key_does(
+    key: str, prefix: bytes, hashing: bool
+) -> None:
+    """Cache.encode_key checks new ASCII keys inline; it must agree with encode_key exactly."""
+    from pymemcache.client.base import Client
+
+    from batchq.memcache import Cache
+
+    client = Client(("127.0.0.1", 1), key_prefix=b"cp:")  # never connects
+    cache = Cache(client, key_prefix=prefix, hash_long_keys=hashing)
+    try:
+        expected: bytes | type[Exception] = encode_key(
+            key, b"cp:" + prefix, hash_long_keys=hashing
+        )[len(b"cp:") :]
+    except InvalidKeyError:
+        expected = InvalidKeyError
+    for _ in range(2):  # new, then from the memo
+        if expected is InvalidKeyError:
+            with pytest.raises(InvalidKeyError):
+                cache.encode_key(key)
+        else:
+            assert cache.encode_key(key) == expected

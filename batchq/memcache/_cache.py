@@ -42,7 +42,7 @@ from batchq._scheduler import Scheduler, _current, get_scheduler, run_sync
 from batchq._task import AsyncTask
 
 from ._errors import DeserializationError, SerializationError, ServerError, ValueTooLargeError
-from ._keys import MAX_KEY_LENGTH, encode_key
+from ._keys import _FORBIDDEN_BYTES, MAX_KEY_LENGTH, encode_key
 from ._local import LocalClient
 from ._serde import DEFAULT_MAX_VALUE_SIZE, JsonSerde, PickleSerde, Serde, check_value_size
 
@@ -523,6 +523,8 @@ class Cache:
         self.key_prefix = key_prefix
         if key_prefix:
             encode_key(b"x", self._client_prefix + key_prefix)  # refuse a bad prefix now
+        # How long a key may be once both prefixes are added (for encode_key's fast path).
+        self._key_room = MAX_KEY_LENGTH - len(self._client_prefix) - len(key_prefix)
         self.name = name if name is not None else f"Cache({_describe_client(client)})"
         self._nodes: dict[int, _Node] = {}
         # Checked keys: the same keys come back every page, and checking costs more than a lookup.
@@ -591,11 +593,21 @@ class Cache:
         """The bytes handed to the client for ``key`` (the client adds its own prefix)."""
         memo = self._key_memo
         try:
-            return memo[key]
-        except KeyError:
-            pass
+            raw = memo.get(key)
         except TypeError:
-            pass  # unhashable: encode_key refuses it with the clear message
+            raw = None  # unhashable: encode_key refuses it with the clear message
+        if raw is not None:
+            return raw
+        if type(key) is str and key.isascii():
+            # The common new key, checked with C calls only: printable ASCII of a valid length.
+            raw = key.encode("ascii")
+            size = len(raw)
+            if 0 < size <= self._key_room and len(raw.translate(None, _FORBIDDEN_BYTES)) == size:
+                raw = self.key_prefix + raw
+                if len(memo) >= _KEY_MEMO_SIZE:
+                    memo.clear()
+                memo[key] = raw
+                return raw
         full = encode_key(
             key, self._client_prefix + self.key_prefix, hash_long_keys=self.hash_long_keys
         )
@@ -684,8 +696,10 @@ class Cache:
 
     def _get_asynq(self, key: str | bytes, default: Any = None) -> GetItem | _Hit | AsyncTask[Any]:
         try:
-            raw = self._key_memo[key]
-        except (KeyError, TypeError):
+            raw = self._key_memo.get(key)
+        except TypeError:
+            raw = None  # unhashable: encode_key() explains
+        if raw is None:
             raw = self.encode_key(key)
         if default is not None:
             item = self._lookup(key, raw)

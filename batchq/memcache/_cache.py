@@ -944,12 +944,17 @@ class Cache:
 
     def _settle_reads(self, job: _Job, reads: dict[bytes, GetItem]) -> tuple[int, int, int]:
         """Set the value of each read of a job that succeeded; its (hits, misses, decode errors)."""
-        hits = misses = decode_errors = 0
+        misses = decode_errors = 0
         get = job.found.get
         deserialize = self.serde.deserialize
         from_bytes = int.from_bytes
-        for raw in job.reads:
-            read = reads[raw]
+        # One server (or every key on one): its reads are the batch's, in the batch's order.
+        pairs = (
+            reads.items()
+            if len(job.reads) == len(reads)
+            else [(raw, reads[raw]) for raw in job.reads]
+        )
+        for raw, read in pairs:
             # Direct slot writes: each read of this batch is settled exactly once, here.
             stored = get(raw, _ABSENT)
             if stored is _ABSENT:
@@ -972,10 +977,9 @@ class Cache:
                 read._value = None
                 read._error = e
                 continue
-            hits += 1
             read.hit = True
             read._value = value
-        return hits, misses, decode_errors
+        return len(pairs) - misses - decode_errors, misses, decode_errors
 
     def _settle(
         self,

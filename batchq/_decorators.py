@@ -171,29 +171,12 @@ class _GeneratorAsyncFunction(AsyncFunction[P, T]):
         sync_fn: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__(fn, task_cls, sync_fn)
-        asynq: Callable[..., AsyncTask[Any]] | None = None
+        asynq: Callable[..., AsyncTask[Any]]
         if task_cls is not AsyncTask:  # rebuilt by type(f)(fn, task_cls, sync_fn), e.g. in mock
             asynq = MethodType(AsyncFunction.asynq, self)
         else:
-            asynq = _task_factory(fn) or self._packed_asynq
+            asynq = _task_factory(fn) or _packed_task_factory(fn)
         self.asynq = asynq  # type: ignore[method-assign]
-
-    def _packed_asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
-        fn = self.fn
-        # AsyncTask.__init__ inlined: this line runs once per task of every page.
-        task: AsyncTask[T] = _new_task(AsyncTask)
-        task._value = NOT_COMPUTED
-        task._error = None
-        task._waiters = None
-        task._gen = fn(*args, **kwargs)
-        task._dep = None
-        task._npending = 0
-        task._sched = None
-        task._contexts = None
-        task.fn = fn
-        task._args = None
-        task._kwargs = None
-        return task
 
 
 # Every generated ``asynq``: AsyncTask.__init__ inlined, the arguments passed as received.
@@ -265,6 +248,18 @@ def _task_factory(fn: Callable[..., Any]) -> Callable[..., AsyncTask[Any]] | Non
     if starstar:
         params.append(f"**{names[nargs + nkwonly + star]}")
         call.append(f"**{names[nargs + nkwonly + star]}")
+    return _build_factory(fn, params, call, env)
+
+
+def _packed_task_factory(fn: Callable[..., Any]) -> Callable[..., AsyncTask[Any]]:
+    """The task maker for any callable: arguments packed and passed on as they came."""
+    packed = ["*_bq_args", "**_bq_kwargs"]
+    return _build_factory(fn, packed, packed, {})
+
+
+def _build_factory(
+    fn: Callable[..., Any], params: list[str], call: list[str], env: dict[str, Any]
+) -> Callable[..., AsyncTask[Any]]:
     source = _FACTORY_TEMPLATE.format(
         defaults="".join(f", {name}" for name in env),
         params=", ".join(params),
@@ -277,9 +272,9 @@ def _task_factory(fn: Callable[..., Any]) -> Callable[..., AsyncTask[Any]] | Non
         fn, _new_task, AsyncTask, NOT_COMPUTED, *env.values()
     )
     # Errors in the arguments then read as they would for fn: "f() missing 1 required ...".
-    factory.__name__ = fn.__name__
-    factory.__qualname__ = fn.__qualname__
-    factory.__module__ = fn.__module__
+    factory.__name__ = getattr(fn, "__name__", "asynq")
+    factory.__qualname__ = getattr(fn, "__qualname__", factory.__name__)
+    factory.__module__ = getattr(fn, "__module__", __name__)
     factory.__doc__ = "The task of this call, to ``yield`` from another async function."
     return factory
 

@@ -9,6 +9,7 @@ import pytest
 
 import batchq
 from batchq import AsyncTask, asynq
+from batchq._decorators import _packed_task_factory
 
 
 class Model:
@@ -273,7 +274,7 @@ def test_asynq_accepts_exactly_what_the_function_accepts(fn: Any, calls: Any) ->
         assert f(*args, **kwargs) == expected
         # The call as messages show it is read back from the generator, the same either way.
         generated = f.asynq(*args, **kwargs)
-        packed = f._packed_asynq(*args, **kwargs)
+        packed = _packed_task_factory(fn)(*args, **kwargs)
         assert (generated.args, generated.kwargs) == (packed.args, packed.kwargs)
 
 
@@ -338,8 +339,7 @@ def test_both_task_makers_match_asynctask_init(generated: bool) -> None:
         return x
 
     f = asynq()(gen_fn)
-    fast = f.asynq(1) if generated else f._packed_asynq(1)  # type: ignore[attr-defined]
-    assert f.asynq != f._packed_asynq  # type: ignore[attr-defined]
+    fast = f.asynq(1) if generated else _packed_task_factory(gen_fn)(1)
     slow = AsyncTask(gen_fn(1), gen_fn)
     slots = [s for cls in type(slow).__mro__ for s in getattr(cls, "__slots__", ())]
     for name in slots:

@@ -347,8 +347,9 @@ class _Driver:
         self.finished = []
         for fut in finished:
             for w in waiters_of(fut):
-                w._npending -= 1
-                if not w._npending:
+                if w._npending:
+                    w._npending -= 1
+                else:
                     _push_elsewhere(w)
             fut._waiters = None
 

@@ -55,7 +55,7 @@ def _chain(frame: ContextFrame | None) -> list[ContextFrame]:
 def switch_frames(sched: Scheduler, old: ContextFrame | None, new: ContextFrame | None) -> None:
     """Pause what ``old`` has and ``new`` lacks; resume what ``new`` has and ``old`` lacks."""
     from ._futures import ErrorFuture
-    from ._scheduler import interrupt
+    from ._scheduler import _blocked_on, interrupt
 
     keep = {id(f) for f in _chain(new)}
     failures: list[tuple[AsyncTask[Any], BaseException]] = []
@@ -83,7 +83,7 @@ def switch_frames(sched: Scheduler, old: ContextFrame | None, new: ContextFrame 
     for task, error in failures:
         if task._gen is None:
             continue
-        if task._npending:
+        if _blocked_on(task):
             interrupt(task, error)
         else:
             task._dep = ErrorFuture(error)

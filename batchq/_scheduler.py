@@ -6,8 +6,9 @@ number of rounds is therefore the depth of the dependency graph in batches, neve
 
 How it stays cheap. Runnable tasks sit on a stack (``_ready``), so execution is depth-first like
 asynq's and a chain of 100,000 nested calls uses no Python recursion. A task that yields registers
-itself as a waiter on every future it has to wait for and counts them (``_npending``); a future
-that completes decrements the counts of its waiters and pushes those that reach zero. Nothing ever
+itself as a waiter on every future it has to wait for and counts those beyond the first
+(``_npending``, so that the common single wait writes no count); a future that completes
+decrements the count of each waiter, or pushes the waiter whose count is already zero. Nothing ever
 rescans the pending tree: a round costs what it resumes. Hooks (instruments) are installed objects
 read once per run; with none installed the loop checks one local variable per task.
 
@@ -346,21 +347,21 @@ class Scheduler:
                             task._waiters = None
                             if isinstance(ws, list):
                                 for w in ws:
-                                    n = w._npending - 1
-                                    w._npending = n
-                                    if not n:
-                                        if w._sched is self:
-                                            push(w)
-                                        else:
-                                            _push_elsewhere(w)
-                            else:
-                                n = ws._npending - 1
-                                ws._npending = n
-                                if not n:
-                                    if ws._sched is self:
-                                        push(ws)
+                                    n = w._npending
+                                    if n:
+                                        w._npending = n - 1
+                                    elif w._sched is self:
+                                        push(w)
                                     else:
-                                        _push_elsewhere(ws)
+                                        _push_elsewhere(w)
+                            else:
+                                n = ws._npending
+                                if n:
+                                    ws._npending = n - 1
+                                elif ws._sched is self:
+                                    push(ws)
+                                else:
+                                    _push_elsewhere(ws)
                         break
                     except AsyncTaskResult as e:
                         self._finish(task, e.result, hooks)
@@ -410,7 +411,7 @@ class Scheduler:
                         n = self._register(task, y)
                         if n:
                             task._dep = y
-                            task._npending = n
+                            task._npending = n - 1
                             break
                         try:
                             value = _unwrap(y)
@@ -425,8 +426,7 @@ class Scheduler:
                         continue
                     # Wait on the one future it yielded. One waiter is stored bare, more in a
                     # list: most futures have one.
-                    task._dep = y
-                    task._npending = 1
+                    task._dep = y  # (_npending stays 0: one future pending beyond none)
                     yw = y._waiters
                     if yw is None:
                         y._waiters = task
@@ -556,21 +556,21 @@ class Scheduler:
                     item._waiters = None
                     if isinstance(ws, list):
                         for w in ws:
-                            n = w._npending - 1
-                            w._npending = n
-                            if not n:
-                                if w._sched is self:
-                                    push(w)
-                                else:
-                                    _push_elsewhere(w)
-                    else:
-                        n = ws._npending - 1
-                        ws._npending = n
-                        if not n:
-                            if ws._sched is self:
-                                push(ws)
+                            n = w._npending
+                            if n:
+                                w._npending = n - 1
+                            elif w._sched is self:
+                                push(w)
                             else:
-                                _push_elsewhere(ws)
+                                _push_elsewhere(w)
+                    else:
+                        n = ws._npending
+                        if n:
+                            ws._npending = n - 1
+                        elif ws._sched is self:
+                            push(ws)
+                        else:
+                            _push_elsewhere(ws)
         self._batches += nbatches
         self._items += nitems
         if insts:
@@ -681,8 +681,9 @@ def _wake(fut: FutureBase[Any]) -> None:
     ws = waiters_of(fut)
     fut._waiters = None
     for w in ws:
-        w._npending -= 1
-        if not w._npending:
+        if w._npending:
+            w._npending -= 1
+        else:
             _push_elsewhere(w)
 
 
@@ -760,7 +761,8 @@ def _leaves(obj: Any) -> Generator[FutureBase[Any], None, None]:
 
 
 def _blocked_on(task: AsyncTask[Any]) -> list[FutureBase[Any]]:
-    if task._npending == 0:
+    """What ``task`` still waits for (empty when it is not blocked)."""
+    if task._gen is None or task._dep is None:
         return []
     return [leaf for leaf in _leaves(task._dep) if leaf._value is NOT_COMPUTED]
 
@@ -811,7 +813,7 @@ def _find_stuck(root: FutureBase[Any]) -> tuple[AsyncTask[Any], FutureBase[Any]]
             continue
         seen.add(id(t))
         for leaf in _blocked_on(t):
-            if isinstance(leaf, AsyncTask) and leaf._gen is not None and leaf._npending:
+            if isinstance(leaf, AsyncTask) and _blocked_on(leaf):
                 stack.append(leaf)
             else:
                 return t, leaf

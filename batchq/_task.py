@@ -30,6 +30,8 @@ class AsyncTask(FutureBase[T_co]):
     # While blocked: what the generator yielded (the shape of the value it will receive).
     # When done with an error: the traceback of that error at the moment the task failed.
     _dep: Any
+    # While blocked: how many of the futures it waits on are pending beyond the first (so 0 for
+    # the common single wait); 0 whenever it is not blocked.
     _npending: int
     _sched: Scheduler | None
     _contexts: ContextFrame | None
@@ -76,7 +78,10 @@ class AsyncTask(FutureBase[T_co]):
         return self._sched is not None
 
     def is_blocked(self) -> bool:
-        return self._npending > 0
+        """Waiting on something not yet computed (a slow check: for debugging and tests)."""
+        from ._scheduler import _blocked_on
+
+        return bool(_blocked_on(self))
 
     def can_continue(self) -> bool:
         return self._gen is not None
@@ -92,8 +97,10 @@ class AsyncTask(FutureBase[T_co]):
             state = "error" if self._error is not None else "done"
         elif self._sched is None:
             state = "not started"
-        elif self._npending:
-            state = f"blocked on {self._npending}"
+        elif self.is_blocked():
+            from ._scheduler import _blocked_on
+
+            state = f"blocked on {len(_blocked_on(self))}"
         else:
             state = "runnable"
         return f"<AsyncTask {self.call_str()} {state}>"

@@ -332,3 +332,42 @@ def test_requests_nobody_waits_on_are_flushed_before_the_run_returns() -> None:
     assert not sched._pending
     assert sched.last_run is not None
     assert sched.last_run.rounds == 1
+
+
+def test_task_states_while_a_run_is_in_progress() -> None:
+    """is_blocked() and repr() tell blocked, runnable and done apart, for one wait and several."""
+    seen: list[tuple[str, bool, str]] = []
+    loader = Loader(lambda keys: keys)
+    tasks: dict[str, AsyncTask[Any]] = {}
+
+    @asynq()
+    def one(k: int) -> Generator[Any, Any, int]:
+        return (yield loader.load.asynq(k))
+
+    @asynq()
+    def several(k: int) -> Generator[Any, Any, list[int]]:
+        return (yield [loader.load.asynq(k), loader.load.asynq(k + 1), one.asynq(k + 2)])
+
+    from batchq.debug import Instrument, instrument
+
+    class Watch(Instrument):
+        def round_started(self, scheduler: Any, round_index: int) -> None:
+            for name, task in tasks.items():
+                seen.append((name, task.is_blocked(), repr(task)))
+
+    @asynq()
+    def root() -> Generator[Any, Any, Any]:
+        tasks["one"] = one.asynq(1)
+        tasks["several"] = several.asynq(10)
+        return (yield [tasks["one"], tasks["several"]])
+
+    with instrument(Watch()):
+        assert root() == [1, [10, 11, 12]]
+    first_round = {name: (blocked, text) for name, blocked, text in seen[:2]}
+    assert first_round["one"][0] is True
+    assert "blocked on 1" in first_round["one"][1]
+    assert first_round["several"][0] is True
+    assert "blocked on 3" in first_round["several"][1]
+    for task in tasks.values():
+        assert not task.is_blocked()
+        assert " done" in repr(task)

@@ -193,8 +193,7 @@ def _bq_make(_bq_fn, _bq_new, _bq_cls, _bq_nc{defaults}):
         _bq_task._sched = None
         _bq_task._contexts = None
         _bq_task.fn = _bq_fn
-        _bq_task._args = None
-        _bq_task._kwargs = None
+        _bq_task._call = None
         return _bq_task
     return asynq
 """

@@ -24,7 +24,7 @@ class AsyncTask(FutureBase[T_co]):
     task yielded it or because ``value()`` was called.
     """
 
-    __slots__ = ("_gen", "_dep", "_npending", "_sched", "_contexts", "fn", "_args", "_kwargs")
+    __slots__ = ("_gen", "_dep", "_npending", "_sched", "_contexts", "fn", "_call")
 
     _gen: Generator[Any, Any, Any] | None
     # While blocked: what the generator yielded (the shape of the value it will receive).
@@ -52,22 +52,28 @@ class AsyncTask(FutureBase[T_co]):
         self._sched = None
         self._contexts = None
         self.fn = fn
-        # Not stored by the hot path (it costs a tuple per task): read back from the generator.
-        self._args = args
-        self._kwargs = kwargs or None
+        # (args, kwargs) when given. The hot path stores None (a tuple per task costs time and
+        # memory): the arguments are then read back from the generator when asked for.
+        self._call: tuple[tuple[Any, ...] | None, Mapping[str, Any] | None] | None = (
+            None if args is None and not kwargs else (args, kwargs or None)
+        )
+
+    def _arguments(self) -> tuple[tuple[Any, ...], Mapping[str, Any] | None]:
+        call = self._call
+        if call is None or call[0] is None:
+            args, kwargs = _arguments_from_frame(self._gen, None if call is None else call[1])
+            self._call = (args, kwargs)
+            return args, kwargs
+        return call[0], call[1]
 
     @property
     def args(self) -> tuple[Any, ...]:
         """The call's positional arguments (from the generator's frame if not stored)."""
-        if self._args is None:
-            self._args, self._kwargs = _arguments_from_frame(self._gen, self._kwargs)
-        return self._args
+        return self._arguments()[0]
 
     @property
     def kwargs(self) -> Mapping[str, Any]:
-        if self._args is None:
-            self._args, self._kwargs = _arguments_from_frame(self._gen, self._kwargs)
-        return self._kwargs or {}
+        return self._arguments()[1] or {}
 
     def _compute(self) -> None:
         from ._scheduler import run_future

@@ -194,9 +194,9 @@ class _Hit(FutureBase[Any]):
 class GetItem(BatchItemBase[Any]):
     """One key read in a round: its value, or None with ``hit`` False on a miss."""
 
-    __slots__ = ("key", "raw", "hit")
+    __slots__ = ("key", "hit")
 
-    def __init__(self, batch: CacheBatch, key: str | bytes, raw: bytes) -> None:
+    def __init__(self, batch: CacheBatch, key: str | bytes) -> None:
         # Inlined BatchItemBase.__init__: only ever added to the active (unflushed) batch.
         self._value = NOT_COMPUTED
         self._error = None
@@ -204,7 +204,6 @@ class GetItem(BatchItemBase[Any]):
         self.batch = batch
         batch.items.append(self)
         self.key = key
-        self.raw = raw
         self.hit = False
 
     def __repr__(self) -> str:
@@ -676,7 +675,7 @@ class Cache:
         batch = self._batch()
         item = batch.reads.get(raw)
         if item is None:
-            item = GetItem(batch, key, raw)
+            item = GetItem(batch, key)
             batch.reads[raw] = item
         return item
 
@@ -723,7 +722,6 @@ class Cache:
             got.batch = batch
             batch.items.append(got)
             got.key = key
-            got.raw = raw
             got.hit = False
         return got
 

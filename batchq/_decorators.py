@@ -332,7 +332,11 @@ class BoundAsyncFunction(BoundMethod[P, T]):
     __func__: _AsyncCallable[Any, T]
 
     def asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
-        return self.__func__._task((self.__self__, *args), kwargs)
+        func = self.__func__
+        if type(func) is _GeneratorAsyncFunction:
+            # Its generated task maker: no argument tuple kept per task.
+            return func.asynq(self.__self__, *args, **kwargs)
+        return func._task((self.__self__, *args), kwargs)
 
     def asyncio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
         """Await this call from asyncio code; calls pending at the same moment share rounds."""

@@ -345,3 +345,13 @@ def test_both_task_makers_match_asynctask_init(generated: bool) -> None:
     for name in slots:
         if name != "_gen":
             assert getattr(fast, name) == getattr(slow, name), name
+
+
+def test_method_tasks_report_their_call_like_function_tasks() -> None:
+    m = Model(10)
+    task = m.add.asynq(5)
+    assert task.args == (m, 5)
+    assert dict(task.kwargs) == {}
+    assert task.value() == 15
+    assert Model.make.asynq(3).value().base == 3  # classmethods keep their own path
+    assert m.twice.asynq(4).value() == 8

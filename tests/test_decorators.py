@@ -355,3 +355,19 @@ def test_method_tasks_report_their_call_like_function_tasks() -> None:
     assert task.value() == 15
     assert Model.make.asynq(3).value().base == 3  # classmethods keep their own path
     assert m.twice.asynq(4).value() == 8
+
+
+def test_functions_with_the_same_parameters_keep_their_own_body_and_defaults() -> None:
+    # Their task makers share compiled code; each must still call its own function.
+    def first(x: int, y: int = 1) -> Generator[Any, Any, tuple[str, int, int]]:
+        yield None
+        return ("first", x, y)
+
+    def second(x: int, y: int = 2) -> Generator[Any, Any, tuple[str, int, int]]:
+        yield None
+        return ("second", x, y)
+
+    f, g = asynq()(first), asynq()(second)
+    assert f.asynq(0).value() == ("first", 0, 1)
+    assert g.asynq(0).value() == ("second", 0, 2)
+    assert f.asynq.__qualname__.endswith("first")

@@ -4,15 +4,17 @@ one batch round per level. Written once per system, the way each system's users 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import asynq
 
 import batchq
 
-from ._sources import AsynqSource
+from ._harness import Outcome
+from ._sources import AsynqSource, Store
 
-__all__ = ["aio_chain", "asynq_chain", "batchq_chain"]
+__all__ = ["aio_chain", "asynq_chain", "batchq_chain", "chain_systems"]
 
 
 @batchq.asynq()
@@ -38,3 +40,19 @@ async def aio_chain(loader: Any, n: int) -> int:
     if n > 1:
         return value + await aio_chain(loader, n - 1)
     return value
+
+
+def chain_systems(data: Mapping[int, int], depth: int) -> dict[str, Callable[[], Outcome]]:
+    """One repetition of the chain for asynq and for batchq, each over a fresh store of ``data``."""
+
+    def run_batchq() -> Outcome:
+        store = Store(data)
+        total = batchq_chain(batchq.Loader(store.get_many), depth)
+        return Outcome(answer=total, round_trips=store.trips)
+
+    def run_asynq() -> Outcome:
+        store = Store(data)
+        total = asynq_chain(AsynqSource(store), depth)
+        return Outcome(answer=total, round_trips=store.trips)
+
+    return {"asynq": run_asynq, "batchq": run_batchq}

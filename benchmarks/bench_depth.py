@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 
 import batchq
 
-from ._chain import asynq_chain, batchq_chain
+from ._chain import batchq_chain, chain_systems
 from ._harness import (
     BenchEnv,
     Outcome,
@@ -30,7 +30,7 @@ from ._harness import (
     register,
     register_summary,
 )
-from ._sources import AsynqSource, Store
+from ._sources import Store
 
 DEPTHS = (125, 250, 500, 1000, 2000, 4000)
 # "Flat" as a number: per-round time may grow by at most half from depth 125 to 4000.
@@ -41,17 +41,7 @@ _DATA = {i: i % 97 for i in range(1, max(DEPTHS) + 1)}
 
 def _builder(depth: int) -> Callable[[BenchEnv], Mapping[str, Callable[[], Outcome]]]:
     def build(env: BenchEnv) -> Mapping[str, Callable[[], Outcome]]:
-        def run_batchq() -> Outcome:
-            store = Store(_DATA)
-            total = batchq_chain(batchq.Loader(store.get_many), depth)
-            return Outcome(answer=total, round_trips=store.trips)
-
-        def run_asynq() -> Outcome:
-            store = Store(_DATA)
-            total = asynq_chain(AsynqSource(store), depth)
-            return Outcome(answer=total, round_trips=store.trips)
-
-        return {"asynq": run_asynq, "batchq": run_batchq}
+        return chain_systems(_DATA, depth)
 
     return build
 

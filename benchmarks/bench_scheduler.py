@@ -18,7 +18,7 @@ from aiodataloader import DataLoader
 
 import batchq
 
-from ._chain import aio_chain, asynq_chain, batchq_chain
+from ._chain import aio_chain, chain_systems
 from ._harness import (
     BenchEnv,
     Outcome,
@@ -279,16 +279,6 @@ def _build_chain(env: BenchEnv) -> Mapping[str, Callable[[], Outcome]]:
     depth = CHAIN_DEPTH
     loop = _loop.get()
 
-    def run_batchq() -> Outcome:
-        store = Store(_DATA)
-        total = batchq_chain(batchq.Loader(store.get_many), depth)
-        return Outcome(answer=total, round_trips=store.trips)
-
-    def run_asynq() -> Outcome:
-        store = Store(_DATA)
-        total = asynq_chain(AsynqSource(store), depth)
-        return Outcome(answer=total, round_trips=store.trips)
-
     def run_aio() -> Outcome:
         store = Store(_DATA)
         # Each level awaits the next, so resuming the innermost goes through every level's frame.
@@ -296,7 +286,7 @@ def _build_chain(env: BenchEnv) -> Mapping[str, Callable[[], Outcome]]:
             total = loop.run_until_complete(aio_chain_root(store, depth))
         return Outcome(answer=total, round_trips=store.trips)
 
-    return {"asynq": run_asynq, "batchq": run_batchq, "aiodataloader": run_aio}
+    return {**chain_systems(_DATA, depth), "aiodataloader": run_aio}
 
 
 register(

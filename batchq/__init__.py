@@ -5,32 +5,39 @@ effects.
 """
 
 from ._asyncio import from_asyncio as from_asyncio
-from ._batch import BatchBase as BatchBase
-from ._batch import BatchItemBase as BatchItemBase
-from ._contexts import AsyncContext as AsyncContext
-from ._contexts import NonAsyncContext as NonAsyncContext
-from ._contexts import YieldInNonAsyncContextError as YieldInNonAsyncContextError
+from ._core._batch import BatchBase as BatchBase
+from ._core._batch import BatchItemBase as BatchItemBase
+from ._core._contexts import AsyncContext as AsyncContext
+from ._core._contexts import NonAsyncContext as NonAsyncContext
+from ._core._contexts import YieldInNonAsyncContextError as YieldInNonAsyncContextError
+from ._core._errors import AsyncTaskCancelledError as AsyncTaskCancelledError
+from ._core._errors import AsyncTaskError as AsyncTaskError
+from ._core._errors import AsyncTaskResult as AsyncTaskResult
+from ._core._errors import BatchCancelledError as BatchCancelledError
+from ._core._errors import BatchingError as BatchingError
+from ._core._errors import BatchqError as BatchqError
+from ._core._errors import DeadlockError as DeadlockError
+from ._core._errors import DependencyCycleError as DependencyCycleError
+from ._core._errors import FetchResultError as FetchResultError
+from ._core._errors import FutureIsAlreadyComputed as FutureIsAlreadyComputed
+from ._core._errors import SyncCallInAsyncError as SyncCallInAsyncError
+from ._core._errors import YieldTypeError as YieldTypeError
+from ._core._futures import ConstFuture as ConstFuture
+from ._core._futures import ErrorFuture as ErrorFuture
+from ._core._futures import Future as Future
+from ._core._futures import FutureBase as FutureBase
+from ._core._futures import none_future as none_future
+from ._core._instruments import Instrument as Instrument
+from ._core._instruments import RunStats as RunStats
+from ._core._loop import Scheduler as Scheduler
+from ._core._loop import get_scheduler as get_scheduler
+from ._core._runtime import get_active_task as get_active_task
+from ._core._task import AsyncTask as AsyncTask
+from ._core._task import result as result
 from ._decorators import AsyncFunction as AsyncFunction
 from ._decorators import BoundAsyncFunction as BoundAsyncFunction
 from ._decorators import PureAsyncFunction as PureAsyncFunction
 from ._decorators import asynq as asynq
-from ._errors import AsyncTaskCancelledError as AsyncTaskCancelledError
-from ._errors import AsyncTaskError as AsyncTaskError
-from ._errors import AsyncTaskResult as AsyncTaskResult
-from ._errors import BatchCancelledError as BatchCancelledError
-from ._errors import BatchingError as BatchingError
-from ._errors import BatchqError as BatchqError
-from ._errors import DeadlockError as DeadlockError
-from ._errors import DependencyCycleError as DependencyCycleError
-from ._errors import FetchResultError as FetchResultError
-from ._errors import FutureIsAlreadyComputed as FutureIsAlreadyComputed
-from ._errors import SyncCallInAsyncError as SyncCallInAsyncError
-from ._errors import YieldTypeError as YieldTypeError
-from ._futures import ConstFuture as ConstFuture
-from ._futures import ErrorFuture as ErrorFuture
-from ._futures import Future as Future
-from ._futures import FutureBase as FutureBase
-from ._futures import none_future as none_future
 from ._generator import END_OF_GENERATOR as END_OF_GENERATOR
 from ._generator import Value as Value
 from ._generator import async_generator as async_generator
@@ -46,15 +53,8 @@ from ._helpers import is_pure_async_fn as is_pure_async_fn
 from ._helpers import lazy as lazy
 from ._helpers import make_async_decorator as make_async_decorator
 from ._loader import Loader as Loader
-from ._scheduler import Instrument as Instrument
-from ._scheduler import RunStats as RunStats
-from ._scheduler import Scheduler as Scheduler
-from ._scheduler import get_active_task as get_active_task
-from ._scheduler import get_scheduler as get_scheduler
 from ._scoped import AsyncScopedValue as AsyncScopedValue
 from ._scoped import async_override as async_override
-from ._task import AsyncTask as AsyncTask
-from ._task import result as result
 
 # asynq's name for the scheduler class.
 TaskScheduler = Scheduler

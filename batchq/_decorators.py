@@ -16,9 +16,9 @@ from inspect import CO_VARARGS, CO_VARKEYWORDS
 from types import FunctionType, MethodType
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
-from ._futures import NOT_COMPUTED
-from ._scheduler import run_sync
-from ._task import AsyncTask
+from ._core._futures import NOT_COMPUTED
+from ._core._loop import run_sync
+from ._core._task import AsyncTask
 
 if sys.version_info >= (3, 11):
     from typing import Self

@@ -12,10 +12,10 @@ import functools
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, Final, Generic, ParamSpec, TypeVar
 
+from ._core._futures import ConstFuture, FutureBase
+from ._core._task import AsyncTask
 from ._decorators import asynq
-from ._futures import ConstFuture, FutureBase
 from ._helpers import async_proxy
-from ._task import AsyncTask
 
 __all__ = [
     "END_OF_GENERATOR",

@@ -12,10 +12,10 @@ import functools
 from collections.abc import Callable
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
+from ._core._futures import ConstFuture, Future, FutureBase
+from ._core._loop import run_sync
+from ._core._task import AsyncTask
 from ._decorators import AsyncClassMethod, AsyncStaticMethod, BoundMethod
-from ._futures import ConstFuture, Future, FutureBase
-from ._scheduler import run_sync
-from ._task import AsyncTask
 
 __all__ = [
     "has_async_fn",

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Hashable, Iterable, Mapping, Sequence, Sized
 from typing import Any, Generic, NoReturn, TypeVar
 
-from ._batch import BatchBase, BatchItemBase
-from ._debug_format import fn_name
-from ._errors import FetchResultError
-from ._futures import NOT_COMPUTED
-from ._scheduler import Scheduler, _current, run_sync
-from ._task import AsyncTask
+from ._core._batch import BatchBase, BatchItemBase
+from ._core._errors import FetchResultError
+from ._core._format import fn_name
+from ._core._futures import NOT_COMPUTED
+from ._core._loop import Scheduler, get_scheduler, run_sync
+from ._core._task import AsyncTask
 
 __all__ = ["Loader", "LoaderItem", "LoaderBatch"]
 
@@ -129,10 +129,7 @@ class Loader(Generic[K, V]):
 
     def request(self, key: K) -> LoaderItem[V]:
         """The item for ``key`` in this round's batch (one item per distinct key)."""
-        sched = _current.get()
-        if sched is None:
-            sched = Scheduler()
-            _current.set(sched)
+        sched = get_scheduler()
         batch = sched._active.get(self)
         if batch is None:
             batch = sched._active[self] = LoaderBatch(self, sched)

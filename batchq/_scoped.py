@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-from ._contexts import AsyncContext
+from ._core._contexts import AsyncContext
 
 __all__ = ["AsyncScopedValue", "async_override"]
 

@@ -23,10 +23,14 @@ from contextvars import Token
 from dataclasses import asdict
 from typing import Any
 
-from ._batch import BatchBase, BatchItemBase
-from ._scheduler import Instrument as Instrument
-from ._scheduler import RunStats, Scheduler, _strict, get_active_task, instruments, waiters_of
-from ._task import AsyncTask
+from ._core._batch import BatchBase, BatchItemBase
+from ._core._graph import waiters_of
+from ._core._instruments import Instrument as Instrument
+from ._core._instruments import RunStats, instruments
+from ._core._instruments import strict_mode as _strict
+from ._core._loop import Scheduler
+from ._core._runtime import get_active_task
+from ._core._task import AsyncTask
 
 __all__ = [
     "format_async_stack",

@@ -23,6 +23,8 @@ from collections.abc import Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 from unittest import mock
 
+from ._core._errors import BatchqError
+from ._core._futures import ConstFuture, ErrorFuture, FutureBase
 from ._decorators import (
     AsyncClassMethod,
     AsyncFunction,
@@ -31,8 +33,6 @@ from ._decorators import (
     PureAsyncFunction,
     _AsyncCallable,
 )
-from ._errors import BatchqError
-from ._futures import ConstFuture, ErrorFuture, FutureBase
 
 __all__ = ["patch", "DEFAULT", "AsynqAttributeError"]
 

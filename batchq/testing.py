@@ -16,8 +16,10 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
-from ._batch import BatchBase, BatchItemBase
-from ._scheduler import Instrument, RunStats, Scheduler, get_active_task, instruments
+from ._core._batch import BatchBase, BatchItemBase
+from ._core._instruments import Instrument, RunStats, instruments
+from ._core._loop import Scheduler
+from ._core._runtime import get_active_task
 
 __all__ = [
     "BatchRecord",

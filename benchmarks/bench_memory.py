@@ -16,7 +16,8 @@ from typing import Any
 import asynq
 
 import batchq
-from batchq._scheduler import Instrument, Scheduler, instruments
+from batchq._core._instruments import Instrument, instruments
+from batchq._core._loop import Scheduler
 
 from ._harness import BenchEnv, Outcome, Workload, per_unit_target, register
 from ._sources import AsynqSource, Store, _Batch

@@ -13,7 +13,8 @@ import pytest
 import batchq
 from batchq import Loader, asynq, from_asyncio
 from batchq import debug as bq_debug
-from batchq._asyncio import AsyncioFuture, _drivers
+from batchq._asyncio._driver import drivers as _drivers
+from batchq._asyncio._work import AsyncioFuture
 
 T = TypeVar("T")
 
@@ -443,13 +444,13 @@ def test_an_unyielded_coroutine_is_closed_when_its_batch_is_cancelled() -> None:
         return 1
 
     sched = batchq.Scheduler()
-    token = batchq._scheduler._current.set(sched)
+    token = batchq._core._runtime.set_current(sched)
     try:
         item = from_asyncio(never())
         batch = item.batch  # type: ignore[attr-defined]
         batch.cancel()
     finally:
-        batchq._scheduler._current.reset(token)
+        batchq._core._runtime.reset_current(token)
     assert isinstance(item.error(), batchq.BatchCancelledError)
     # Closed: no "coroutine was never awaited" warning (an error under this test run).
     gc.collect()

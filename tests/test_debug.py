@@ -11,7 +11,7 @@ import pytest
 
 import batchq
 from batchq import Loader, asynq, debug
-from batchq._debug_format import note_async_chain
+from batchq._core._format import note_async_chain
 
 # -- format_async_stack ----------------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ import pytest
 
 import batchq
 from batchq import BatchBase, BatchItemBase, Loader, asynq
-from batchq._scheduler import Instrument, Scheduler, instruments
+from batchq._core._instruments import Instrument, instruments
+from batchq._core._loop import Scheduler
 
 
 class OldStyleBatch(BatchBase):

@@ -19,7 +19,8 @@ import pytest
 
 import batchq
 from batchq import Loader, asynq
-from batchq._scheduler import Instrument, Scheduler, instruments
+from batchq._core._instruments import Instrument, instruments
+from batchq._core._loop import Scheduler
 
 PENDING_BUDGET = 500
 """Bytes one pending task (with its loader item) may take: 100,000 of them fit in 50 MB."""

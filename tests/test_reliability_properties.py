@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 
 import batchq
 from batchq import ConstFuture, ErrorFuture, Loader, asynq
-from batchq._scheduler import Instrument, Scheduler, instruments
+from batchq._core._instruments import Instrument, instruments
+from batchq._core._loop import Scheduler
 from batchq.memcache import Cache, LocalClient
 
 settings.register_profile(

@@ -243,7 +243,7 @@ def test_nested_sync_call_works_and_is_counted() -> None:
 
 
 def test_strict_mode_refuses_nested_sync_calls() -> None:
-    from batchq._scheduler import _strict
+    from batchq._core._instruments import strict_mode as _strict
 
     @asynq()
     def inner() -> Generator[Any, Any, int]:

@@ -35,11 +35,12 @@ from pymemcache.client.hash import HashClient
 from pymemcache.client.retrying import RetryingClient
 from pymemcache.exceptions import MemcacheError as PymemcacheError
 
-from batchq._batch import BatchBase, BatchItemBase
+from batchq._core._batch import BatchBase, BatchItemBase
+from batchq._core._futures import NOT_COMPUTED, FutureBase
+from batchq._core._loop import Scheduler, get_scheduler, run_sync
+from batchq._core._runtime import current_scheduler
+from batchq._core._task import AsyncTask
 from batchq._decorators import AsyncFunction
-from batchq._futures import NOT_COMPUTED, FutureBase
-from batchq._scheduler import Scheduler, _current, get_scheduler, run_sync
-from batchq._task import AsyncTask
 
 from ._errors import DeserializationError, SerializationError, ServerError, ValueTooLargeError
 from ._keys import _FORBIDDEN_BYTES, MAX_KEY_LENGTH, encode_key
@@ -707,7 +708,7 @@ class Cache:
         if state is not None and state.overlay:
             return self._lookup(key, raw)  # this run wrote something: read-your-writes
         # The hot path of every page: _lookup() and _batch() inlined.
-        sched = _current.get()
+        sched = current_scheduler()
         batch = sched._active.get(self) if sched is not None else None
         if batch is None:
             batch = self._batch()

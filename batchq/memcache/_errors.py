@@ -6,7 +6,7 @@ so callers can catch either the library's family or the ordinary Python category
 
 from __future__ import annotations
 
-from batchq._errors import BatchqError
+from batchq._core._errors import BatchqError
 
 
 class MemcacheError(BatchqError):

@@ -8,7 +8,7 @@ from typing import Any
 
 from qcore import utime
 
-from .._contexts import AsyncContext
+from .._core._contexts import AsyncContext
 from .._decorators import asynq
 from .._helpers import call_async
 

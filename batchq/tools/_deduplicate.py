@@ -11,9 +11,9 @@ import weakref
 from collections.abc import Callable, Generator
 from typing import Any
 
+from .._core._loop import Scheduler, get_scheduler
+from .._core._task import AsyncTask
 from .._helpers import AsyncWrapper, BoundAsyncWrapper, call_async
-from .._scheduler import Scheduler, get_scheduler
-from .._task import AsyncTask
 from ._wrapping import async_form, default_keygetter
 
 __all__ = ["deduplicate", "DeduplicatedFunction"]

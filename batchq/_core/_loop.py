@@ -1,33 +1,41 @@
-"""The round loop.
+"""The round loop, written once.
 
-One round: run every runnable task until it blocks; then flush every pending batch, of every source;
-then resume exactly the tasks whose dependencies completed. Repeat until the root is done. The
+One round: run every runnable task until it blocks; then flush every pending batch, of every
+source; then resume exactly the tasks whose requests completed. Repeat until nothing is left. The
 number of rounds is therefore the depth of the dependency graph in batches, never more.
+
+:meth:`Scheduler.rounds` is that loop. It is a generator that stops where a driver has to act: it
+yields ``FLUSH`` when the round's batches are due and ``IDLE`` when nothing can run, nothing is
+pending, and a run is still unfinished. The synchronous driver (:meth:`Scheduler.run`) flushes
+inline and diagnoses an idle run as a deadlock; the asyncio driver (``batchq._asyncio``) flushes
+in a worker thread and waits on the event loop while asyncio work is outstanding. Neither repeats
+the loop's bookkeeping.
+
+A *run* (:class:`~batchq._core._runtime.Run`) is one synchronous call or one asyncio request. A
+scheduler may carry several runs at once (the asyncio driver does), which then share rounds; a
+run ends when its root is computed and every request made before that has been flushed, so a
+write nobody waited on is sent before its caller gets the result.
 
 How it stays cheap. Runnable tasks sit on a stack (``_ready``), so execution is depth-first like
 asynq's and a chain of 100,000 nested calls uses no Python recursion. A task that yields registers
 itself as a waiter on every future it has to wait for and counts those beyond the first
 (``_npending``, so that the common single wait writes no count); a future that completes
 decrements the count of each waiter, or pushes the waiter whose count is already zero. Nothing ever
-rescans the pending tree: a round costs what it resumes. Hooks (instruments) are installed objects
-read once per run; with none installed the loop checks one local variable per task.
-
-The current scheduler lives in a ``ContextVar``. A synchronous call made inside a running task runs
-a nested scheduler (counted in statistics, because it splits batches).
+rescans the pending tree: a round costs what it resumes. Instruments are installed objects read
+once per drive; with none installed the loop checks one local variable per task.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Sequence
-from contextvars import ContextVar
-from dataclasses import dataclass
+from _thread import get_ident
+from collections.abc import Callable, Generator
 from inspect import GEN_CREATED, getgeneratorstate
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ._batch import BatchBase, BatchItemBase
-from ._debug_format import note_async_chain
+from ._contexts import switch_frames
 from ._errors import (
     AsyncTaskCancelledError,
     AsyncTaskResult,
@@ -36,7 +44,25 @@ from ._errors import (
     SyncCallInAsyncError,
     YieldTypeError,
 )
-from ._futures import NOT_COMPUTED, ErrorFuture, FutureBase
+from ._format import note_async_chain
+from ._futures import NOT_COMPUTED, FutureBase
+from ._graph import (
+    detach,
+    find_cycle,
+    find_stuck,
+    interrupt,
+    push_elsewhere,
+    reachable_tasks,
+    wake,
+)
+from ._instruments import (
+    Instrument,
+    RunStats,
+    installed_instruments,
+    strict_mode,
+    task_hooks,
+)
+from ._runtime import Run, current_scheduler, install_entry, reset_current, set_current
 from ._task import AsyncTask
 
 if TYPE_CHECKING:
@@ -44,113 +70,28 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Scheduler",
-    "RunStats",
-    "Instrument",
+    "FLUSH",
+    "IDLE",
     "get_scheduler",
-    "get_active_task",
     "run_future",
     "run_sync",
-    "waiters_of",
-    "instruments",
-    "installed_instruments",
-    "set_strict",
+    "note_close_errors",
+    "with_task_traceback",
 ]
 
 T = TypeVar("T")
 
 _AGGREGATES: Final = (list, tuple, dict)
 
+# What the round loop asks its driver for.
+FLUSH: Final = 1  # flush the round's pending batches (Scheduler.flush_round), then resume
+IDLE: Final = 2  # nothing runnable or pending, a run unfinished: wait for outside work or unstick
 
-@dataclass(frozen=True)
-class RunStats:
-    """What one run (or several, when added) cost."""
-
-    rounds: int = 0
-    batches: int = 0
-    items: int = 0
-    tasks: int = 0
-    nested_runs: int = 0
-
-    def __add__(self, other: RunStats) -> RunStats:
-        return RunStats(
-            self.rounds + other.rounds,
-            self.batches + other.batches,
-            self.items + other.items,
-            self.tasks + other.tasks,
-            self.nested_runs + other.nested_runs,
-        )
-
-
-class Instrument:
-    """Subclass and override what you need; install with :func:`batchq.debug.instrument`.
-
-    Only overridden per-task methods cost anything per task; the rest are called once per round
-    or per batch.
-    """
-
-    def run_started(self, scheduler: Scheduler) -> None: ...
-
-    def run_finished(self, scheduler: Scheduler, stats: RunStats) -> None: ...
-
-    def round_started(self, scheduler: Scheduler, round_index: int) -> None: ...
-
-    def round_finished(self, scheduler: Scheduler, round_index: int) -> None: ...
-
-    def batch_flushed(
-        self, batch: BatchBase, items: Sequence[BatchItemBase[Any]], seconds: float
-    ) -> None:
-        """``items`` are the batch's items; read them here, not from the flushed batch, which
-        may have let go of them (batchq's own batches do, so that they are freed early)."""
-
-    def task_started(self, task: AsyncTask[Any]) -> None: ...
-
-    def task_finished(self, task: AsyncTask[Any]) -> None: ...
-
-    def nested_run(self, scheduler: Scheduler, caller: AsyncTask[Any] | None) -> None: ...
-
-
-_instruments: ContextVar[tuple[Instrument, ...]] = ContextVar("batchq_instruments", default=())
-_strict: ContextVar[bool] = ContextVar("batchq_strict", default=False)
-
-
-def installed_instruments() -> tuple[Instrument, ...]:
-    return _instruments.get()
-
-
-class instruments:  # used like a function: `with instruments(recorder):`
-    """Context manager that installs instruments for every run started inside it."""
-
-    def __init__(self, *added: Instrument) -> None:
-        self._added = added
-        self._token: Any = None
-
-    def __enter__(self) -> None:
-        self._token = _instruments.set(_instruments.get() + self._added)
-
-    def __exit__(self, *exc: object) -> None:
-        _instruments.reset(self._token)
-
-
-def set_strict(strict: bool) -> Any:
-    """Strict mode: a synchronous call inside a running task raises instead of being counted.
-
-    Returns a token for ``batchq.debug.reset_strict``; scoped to the current context (thread,
-    asyncio task). ``batchq.debug.strict()`` is the context-manager form.
-    """
-    return _strict.set(strict)
-
-
-def _task_hooks(insts: tuple[Instrument, ...]) -> tuple[Instrument, ...]:
-    return tuple(
-        i
-        for i in insts
-        if type(i).task_started is not Instrument.task_started
-        or type(i).task_finished is not Instrument.task_finished
-    )
+_MULTI: Final[Any] = object()  # _drive's marker for "the task yielded a list/tuple/dict"
 
 
 class Scheduler:
-    """Runs tasks in rounds. One per context (thread, asyncio task), created on demand."""
+    """Runs tasks in rounds. One per thread and context (asyncio task), created on demand."""
 
     __slots__ = (
         "_ready",
@@ -158,6 +99,12 @@ class Scheduler:
         "_active",
         "_running",
         "_frame",
+        "_thread",
+        "_runs",
+        "_insts",
+        "_hooks",
+        "on_run_done",
+        "ambient_run",
         "active_task",
         "_rounds",
         "_batches",
@@ -177,6 +124,18 @@ class Scheduler:
         self._active: dict[object, BatchBase] = {}
         self._running = False
         self._frame: ContextFrame | None = None
+        # The thread that made it: only that thread may drive it (see _runtime).
+        self._thread = get_ident()
+        # The runs in flight, in the order they started.
+        self._runs: list[Run] = []
+        # The instruments of the runs in flight, and those of them with per-task hooks.
+        self._insts: tuple[Instrument, ...] = ()
+        self._hooks: tuple[Instrument, ...] = ()
+        # Called with each run that ends (the asyncio driver answers its caller there).
+        self.on_run_done: Callable[[Run], None] | None = None
+        # The run that code outside any task belongs to: the synchronous run, or the request the
+        # asyncio driver is starting. Tasks find theirs through their context frame.
+        self.ambient_run: Run | None = None
         self.active_task: AsyncTask[Any] | None = None
         self._rounds = 0
         self._batches = 0
@@ -196,10 +155,6 @@ class Scheduler:
     def is_running(self) -> bool:
         return self._running
 
-    def schedule_batch(self, batch: BatchBase) -> None:
-        """Flush ``batch`` at the end of the current round (sources call this on first request)."""
-        self._pending[batch] = None
-
     def active_batch(self, source: object) -> BatchBase | None:
         return self._active.get(source)
 
@@ -218,51 +173,103 @@ class Scheduler:
             f" {self._rounds} rounds so far>"
         )
 
-    # -- running --------------------------------------------------------------------------------
+    # -- the round loop -------------------------------------------------------------------------
+
+    def rounds(self) -> Generator[int, None, None]:
+        """THE round loop: drive, flush (by the driver), resume; until nothing is left.
+
+        Yields ``FLUSH`` when this round's batches are due and ``IDLE`` when a run is unfinished
+        but nothing can run and nothing is pending. Returns when no run is in flight and nothing
+        is runnable or pending: requests nobody waited on (a write issued and not yielded) still
+        go out before that.
+        """
+        while True:
+            if self._ready:
+                self._drive(self._hooks)
+                if self._runs:
+                    self._settle()
+            elif self._pending:
+                yield FLUSH
+                if self._runs:
+                    self._settle()
+            elif self._runs:
+                yield IDLE
+            else:
+                return
+
+    def add_run(self, run: Run) -> None:
+        """Start ``run``: its root joins the current round."""
+        self._runs.append(run)
+        root = run.root
+        if root is not None:
+            self._start_root(root)
+
+    def set_instruments(self, insts: tuple[Instrument, ...]) -> None:
+        self._insts = insts
+        self._hooks = task_hooks(insts) if insts else ()
+
+    def _settle(self) -> None:
+        """End the runs whose root is computed and whose requests have all been flushed."""
+        ended: list[Run] | None = None
+        for run in self._runs:
+            root = run.root
+            if root is not None and root._value is NOT_COMPUTED:
+                continue
+            if run.flush_round < 0 and self._pending:
+                # Requests made before the root finished go out first (in the next flush).
+                run.flush_round = self._rounds
+                continue
+            if run.flush_round >= self._rounds:
+                continue
+            if ended is None:
+                ended = []
+            ended.append(run)
+        if ended is not None:
+            for run in ended:
+                self._runs.remove(run)
+                if self.on_run_done is not None:
+                    self.on_run_done(run)
+
+    def end_run(self, run: Run) -> None:
+        """Drop ``run`` without waiting for it (its caller gave up)."""
+        try:
+            self._runs.remove(run)
+        except ValueError:
+            pass
+
+    # -- the synchronous driver -----------------------------------------------------------------
 
     def run(self, root: FutureBase[Any]) -> None:
         """Run rounds until ``root`` is computed. Its value or error is left on ``root``."""
         if self._running:
             msg = f"{self!r} is already running; use run_future() for nested runs"
             raise RuntimeError(msg)
-        insts = _instruments.get()
+        insts = installed_instruments()
         before = self.stats()
+        run = Run(root)
         self._running = True
+        self.ambient_run = run
+        self.set_instruments(insts)
         try:
-            if insts:
-                for inst in insts:
-                    inst.run_started(self)
-            self._start_root(root)
-            while root._value is NOT_COMPUTED:
-                if self._ready:
-                    self._drive(_task_hooks(insts) if insts else ())
-                    continue
-                if self._pending:
-                    self._flush_round(insts)
-                    continue
-                self._unstick(root)
-            # Requests nobody waited on (a write issued and not yielded) still go out before the
-            # run returns: nothing requested in a run is dropped.
-            while self._pending or self._ready:
-                if self._ready:
-                    self._drive(_task_hooks(insts) if insts else ())
+            for inst in insts:
+                inst.run_started(self)
+            self.add_run(run)
+            for need in self.rounds():
+                if need == FLUSH:
+                    self.flush_round()
                 else:
-                    self._flush_round(insts)
+                    self.unstick(root)
         except BaseException as interrupt_:
-            note_close_errors(interrupt_, self._abort(root))
+            note_close_errors(interrupt_, self.abort([root]))
             raise
         finally:
             self._running = False
+            self._runs.clear()
+            self.ambient_run = None
             self._switch_frame(None)
             self.active_task = None
-            stats = self.stats()
-            self.last_run = RunStats(
-                stats.rounds - before.rounds,
-                stats.batches - before.batches,
-                stats.items - before.items,
-                stats.tasks - before.tasks,
-                stats.nested_runs - before.nested_runs,
-            )
+            self.set_instruments(())
+            self.last_run = self.stats() - before
             # Also when interrupted: an instrument sees every run end, counted up to the abort.
             for inst in insts:
                 inst.run_finished(self, self.last_run)
@@ -295,6 +302,7 @@ class Scheduler:
         item_cls = BatchItemBase
         future_cls = FutureBase
         aggregates = _AGGREGATES
+        multi = _MULTI
         # Rounds only flush between drives, so this round's pending set stays the same object.
         pending = self._pending
         try:
@@ -319,6 +327,12 @@ class Scheduler:
                     try:
                         err = dep._error  # a future (the common case) ...
                     except AttributeError:  # ... or a list/tuple/dict of them
+                        err = multi
+                    if err is None:
+                        value = dep._value
+                    elif err is multi:
+                        # Outside the except block: an error raised here must not carry the
+                        # AttributeError as its __context__.
                         try:
                             value = _unwrap(dep)
                             err = None
@@ -326,12 +340,9 @@ class Scheduler:
                             value = None
                             err = e
                     else:
-                        if err is None:
-                            value = dep._value
-                        else:
-                            value = None
-                            if type(dep) is task_cls:
-                                err = _with_task_traceback(err, dep)
+                        value = None
+                        if type(dep) is task_cls:
+                            err = with_task_traceback(err, dep)
                 while True:
                     try:
                         y = gen.send(value) if err is None else gen.throw(err)
@@ -353,7 +364,7 @@ class Scheduler:
                                     elif w._sched is self:
                                         push(w)
                                     else:
-                                        _push_elsewhere(w)
+                                        push_elsewhere(w)
                             else:
                                 n = ws._npending
                                 if n:
@@ -361,12 +372,15 @@ class Scheduler:
                                 elif ws._sched is self:
                                     push(ws)
                                 else:
-                                    _push_elsewhere(ws)
+                                    push_elsewhere(ws)
                         break
                     except AsyncTaskResult as e:
                         self._finish(task, e.result, hooks)
                         break
-                    except GeneratorExit:
+                    except GeneratorExit as e:
+                        # Cancelled (AsyncTaskCancelledError) or closed: an error for every
+                        # waiter, never a return value of None.
+                        _fail(task, e)
                         self._finish(task, None, hooks)
                         break
                     except Exception as e:
@@ -394,7 +408,7 @@ class Scheduler:
                             value = y._value
                             err = y._error
                             if err is not None and type(y) is task_cls:
-                                err = _with_task_traceback(err, y)
+                                err = with_task_traceback(err, y)
                             continue
                     elif isinstance(y, future_cls):
                         if y._value is none:
@@ -448,7 +462,7 @@ class Scheduler:
             for h in hooks:
                 h.task_finished(task)
         if task._waiters is not None:
-            _wake(task)
+            wake(task)
 
     def _register(self, task: AsyncTask[Any], obj: Any) -> int:
         """Wait on every uncomputed future in a list/tuple/dict; return how many."""
@@ -508,10 +522,15 @@ class Scheduler:
                 fut._value = None
                 fut._error = e
         if fut._value is not NOT_COMPUTED and fut._waiters is not None:
-            _wake(fut)
+            wake(fut)
 
-    def _flush_round(self, insts: tuple[Instrument, ...]) -> None:
-        """Flush every pending batch, then resume the tasks whose waits are over."""
+    def flush_round(self) -> None:
+        """Flush every pending batch, then make runnable the tasks whose waits are over.
+
+        The one step a driver performs itself (inline, or in a worker thread): no task runs
+        during it, and nothing else touches the scheduler meanwhile.
+        """
+        insts = self._insts
         # No task runs during a flush: pause every active context, as asynq pauses blocked tasks.
         if self._frame is not None:
             self._switch_frame(None)
@@ -562,7 +581,7 @@ class Scheduler:
                             elif w._sched is self:
                                 push(w)
                             else:
-                                _push_elsewhere(w)
+                                push_elsewhere(w)
                     else:
                         n = ws._npending
                         if n:
@@ -570,7 +589,7 @@ class Scheduler:
                         elif ws._sched is self:
                             push(ws)
                         else:
-                            _push_elsewhere(ws)
+                            push_elsewhere(ws)
         self._batches += nbatches
         self._items += nitems
         if insts:
@@ -583,16 +602,17 @@ class Scheduler:
         old = self._frame
         if old is new:
             return
-        from ._contexts import switch_frames
-
         self._frame = new
         switch_frames(self, old, new)
 
     # -- when nothing can run -------------------------------------------------------------------
 
-    def _unstick(self, root: FutureBase[Any]) -> None:
-        """Nothing runnable and nothing pending: find why, and throw an error into a waiter."""
-        path = _find_cycle(root)
+    def unstick(self, root: FutureBase[Any]) -> None:
+        """Nothing runnable and nothing pending: find why, and throw an error into a waiter.
+
+        Raises :class:`DeadlockError` when no task can be told (``root`` itself is stuck).
+        """
+        path = find_cycle(root)
         if path is not None:
             chain = " -> ".join(t.call_str() for t in path)
             error: DeadlockError = DependencyCycleError(
@@ -601,7 +621,7 @@ class Scheduler:
             )
             interrupt(path[-2], error)
             return
-        stuck = _find_stuck(root)
+        stuck = find_stuck(root)
         if stuck is None:
             msg = (
                 f"the scheduler has nothing to run and nothing pending, but {root!r} is not done;"
@@ -619,28 +639,58 @@ class Scheduler:
             ),
         )
 
-    def _abort(self, root: FutureBase[Any]) -> list[BaseException]:
-        """An interrupt (KeyboardInterrupt, cancellation...) stops the run: close everything.
+    # -- stopping early -------------------------------------------------------------------------
+
+    def close_tasks(
+        self,
+        tasks: list[AsyncTask[Any]],
+        error: BaseException,
+        orphans: list[FutureBase[Any]] | None = None,
+    ) -> list[BaseException]:
+        """Close the generators of ``tasks`` (parents first in the list; children close first).
+
+        Each unfinished task ends with ``error``, which its waiters receive. Their ``finally``
+        blocks and ``with`` exits run with their contexts active, as in a step. Futures that no
+        one waits on any more are appended to ``orphans``. Returns what the generators raised
+        while closing.
+        """
+        failed: list[BaseException] = []
+        try:
+            for task in reversed(tasks):
+                for leaf in detach(task):
+                    if orphans is not None and leaf._waiters is None:
+                        orphans.append(leaf)
+                gen = task._gen
+                task._gen = None
+                task._dep = None
+                if gen is not None:
+                    self._switch_frame(task._contexts)
+                    self.active_task = task
+                    try:
+                        gen.close()
+                    except BaseException as e:  # closing must reach every generator
+                        failed.append(e)
+                    finally:
+                        self.active_task = None
+                if task._value is NOT_COMPUTED:
+                    task._value = None
+                    task._error = error
+                if task._waiters is not None:
+                    wake(task)  # a waiter outside ``tasks`` gets the error
+        finally:
+            self._switch_frame(None)
+        return failed
+
+    def abort(self, roots: list[FutureBase[Any]]) -> list[BaseException]:
+        """An interrupt (KeyboardInterrupt, cancellation...) stops everything: close it all.
 
         Returns what generators raised while closing, for the interrupt to carry as a note.
         """
-        tasks = _reachable_tasks(root, self._ready)
+        tasks = reachable_tasks(roots, self._ready)
         self._ready.clear()
         cancelled = AsyncTaskCancelledError("the run was interrupted before this task finished")
-        failed: list[BaseException] = []
-        for task in reversed(tasks):
-            gen = task._gen
-            task._gen = None
-            task._waiters = None
-            task._npending = 0
-            if gen is not None:
-                try:
-                    gen.close()
-                except BaseException as e:  # closing must reach every generator
-                    failed.append(e)
-            if task._value is NOT_COMPUTED:
-                task._value = None
-                task._error = cancelled
+        failed = self.close_tasks(tasks, cancelled)
+        self._ready.clear()
         for batch in [*self._pending, *self._active.values()]:
             batch.cancel()
         self._pending = {}
@@ -662,31 +712,6 @@ def note_close_errors(interrupt_: BaseException, failed: list[BaseException]) ->
         )
 
 
-def _push_elsewhere(task: AsyncTask[Any]) -> None:
-    sched = task._sched
-    if sched is not None:
-        sched._ready.append(task)
-
-
-def waiters_of(fut: FutureBase[Any]) -> list[AsyncTask[Any]]:
-    """The tasks waiting on ``fut`` (stored bare when there is one, as a list when more)."""
-    ws = fut._waiters
-    if ws is None:
-        return []
-    return list(ws) if isinstance(ws, list) else [ws]
-
-
-def _wake(fut: FutureBase[Any]) -> None:
-    """Resume the waiters of a future that just completed (slow path)."""
-    ws = waiters_of(fut)
-    fut._waiters = None
-    for w in ws:
-        if w._npending:
-            w._npending -= 1
-        else:
-            _push_elsewhere(w)
-
-
 def _fail(task: AsyncTask[Any], error: BaseException) -> None:
     """Record ``error`` as the task's outcome, keeping a traceback without scheduler frames."""
     tb = error.__traceback__
@@ -699,7 +724,7 @@ def _fail(task: AsyncTask[Any], error: BaseException) -> None:
     task._dep = tb
 
 
-def _with_task_traceback(error: BaseException, task: AsyncTask[Any]) -> BaseException:
+def with_task_traceback(error: BaseException, task: AsyncTask[Any]) -> BaseException:
     """Each waiter sees the traceback the task failed with, not one grown by other waiters."""
     tb = task._dep
     if isinstance(tb, TracebackType) or tb is None:
@@ -721,7 +746,7 @@ def _unwrap(obj: Any) -> Any:
         err = obj._error
         if err is not None:
             if type(obj) is AsyncTask:
-                err = _with_task_traceback(err, obj)
+                err = with_task_traceback(err, obj)
             raise err
         value = obj._value
         if value is NOT_COMPUTED:
@@ -749,121 +774,19 @@ def _unwrap(obj: Any) -> Any:
     )
 
 
-def _leaves(obj: Any) -> Generator[FutureBase[Any], None, None]:
-    if isinstance(obj, FutureBase):
-        yield obj
-    elif type(obj) in (list, tuple):
-        for x in obj:
-            yield from _leaves(x)
-    elif type(obj) is dict:
-        for x in obj.values():
-            yield from _leaves(x)
-
-
-def _blocked_on(task: AsyncTask[Any]) -> list[FutureBase[Any]]:
-    """What ``task`` still waits for (empty when it is not blocked)."""
-    if task._gen is None or task._dep is None:
-        return []
-    return [leaf for leaf in _leaves(task._dep) if leaf._value is NOT_COMPUTED]
-
-
-def _find_cycle(root: FutureBase[Any]) -> list[AsyncTask[Any]] | None:
-    """A path of tasks ending with a repeat (the cycle), found by iterative DFS from the root."""
-    if not isinstance(root, AsyncTask):
-        return None
-    on_path: dict[int, int] = {}
-    done: set[int] = set()
-    path: list[AsyncTask[Any]] = []
-    stack: list[tuple[AsyncTask[Any], list[AsyncTask[Any]]]] = []
-
-    def children(t: AsyncTask[Any]) -> list[AsyncTask[Any]]:
-        return [leaf for leaf in _blocked_on(t) if isinstance(leaf, AsyncTask)]
-
-    path.append(root)
-    on_path[id(root)] = 0
-    stack.append((root, children(root)))
-    while stack:
-        _, kids = stack[-1]
-        if not kids:
-            t, _ = stack.pop()
-            path.pop()
-            del on_path[id(t)]
-            done.add(id(t))
-            continue
-        child = kids.pop()
-        if id(child) in on_path:
-            return [*path[on_path[id(child)] :], child]
-        if id(child) in done:
-            continue
-        on_path[id(child)] = len(path)
-        path.append(child)
-        stack.append((child, children(child)))
-    return None
-
-
-def _find_stuck(root: FutureBase[Any]) -> tuple[AsyncTask[Any], FutureBase[Any]] | None:
-    """The first blocked task (depth-first) waiting on something no one will complete."""
-    if not isinstance(root, AsyncTask):
-        return None
-    seen: set[int] = set()
-    stack: list[AsyncTask[Any]] = [root]
-    while stack:
-        t = stack.pop()
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        for leaf in _blocked_on(t):
-            if isinstance(leaf, AsyncTask) and _blocked_on(leaf):
-                stack.append(leaf)
-            else:
-                return t, leaf
-    return None
-
-
-def _reachable_tasks(root: FutureBase[Any], ready: list[AsyncTask[Any]]) -> list[AsyncTask[Any]]:
-    """Unfinished tasks reachable from the root and the runnable stack, parents before children."""
-    out: list[AsyncTask[Any]] = []
-    seen: set[int] = set()
-    stack: list[FutureBase[Any]] = [root, *ready]
-    while stack:
-        f = stack.pop()
-        if id(f) in seen or not isinstance(f, AsyncTask) or f._value is not NOT_COMPUTED:
-            continue
-        seen.add(id(f))
-        out.append(f)
-        stack.extend(_leaves(f._dep))
-    return out
-
-
-def interrupt(task: AsyncTask[Any], error: BaseException) -> None:
-    """Stop waiting: detach ``task`` from what it waits on and throw ``error`` at its yield."""
-    for leaf in _blocked_on(task):
-        ws = [w for w in waiters_of(leaf) if w is not task]
-        leaf._waiters = None if not ws else ws[0] if len(ws) == 1 else ws
-    task._npending = 0
-    task._dep = ErrorFuture(error)
-    _push_elsewhere(task)
-
-
 _DRIVE_CODE: Final = Scheduler._drive.__code__
 
-# -- the current scheduler ------------------------------------------------------------------------
 
-_current: ContextVar[Scheduler | None] = ContextVar("batchq_scheduler", default=None)
+# -- the entry from plain code ---------------------------------------------------------------------
 
 
 def get_scheduler() -> Scheduler:
-    """The scheduler of this context (thread, asyncio task), created on first use."""
-    sched = _current.get()
+    """The scheduler of this thread and context (asyncio task), created on first use."""
+    sched = current_scheduler()
     if sched is None:
         sched = Scheduler()
-        _current.set(sched)
+        set_current(sched)
     return sched
-
-
-def get_active_task() -> AsyncTask[Any] | None:
-    sched = _current.get()
-    return None if sched is None else sched.active_task
 
 
 def run_sync(fut: FutureBase[T]) -> T:
@@ -873,7 +796,7 @@ def run_sync(fut: FutureBase[T]) -> T:
     err = fut._error
     if err is not None:
         if isinstance(fut, AsyncTask):
-            _with_task_traceback(err, fut)
+            with_task_traceback(err, fut)
         note_async_chain(err)
         raise err
     return fut._value  # type: ignore[no-any-return]
@@ -881,10 +804,7 @@ def run_sync(fut: FutureBase[T]) -> T:
 
 def run_future(fut: FutureBase[Any]) -> None:
     """Compute ``fut`` synchronously: the entry from plain code into the scheduler."""
-    sched = _current.get()
-    if sched is None:
-        sched = Scheduler()
-        _current.set(sched)
+    sched = get_scheduler()
     if not sched._running:
         sched.run(fut)
         return
@@ -892,9 +812,9 @@ def run_future(fut: FutureBase[Any]) -> None:
     # batches. Count it, tell instruments, and refuse it in strict mode.
     caller = sched.active_task
     sched._nested_runs += 1
-    for inst in _instruments.get():
+    for inst in installed_instruments():
         inst.nested_run(sched, caller)
-    if _strict.get():
+    if strict_mode.get():
         where = caller.call_str() if caller is not None else "a running task"
         frame = getattr(caller._gen, "gi_frame", None) if caller is not None else None
         if frame is not None:
@@ -907,13 +827,16 @@ def run_future(fut: FutureBase[Any]) -> None:
         raise SyncCallInAsyncError(msg)
     inner = Scheduler()
     inner.caller = caller
-    token = _current.set(inner)
+    token = set_current(inner)
     try:
         inner.run(fut)
     finally:
-        _current.reset(token)
+        reset_current(token)
         sched._rounds += inner._rounds
         sched._batches += inner._batches
         sched._items += inner._items
         sched._tasks += inner._tasks
         sched._nested_runs += inner._nested_runs
+
+
+install_entry(run_future)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import AsyncTaskResult
+from ._format import format_call
 from ._futures import NOT_COMPUTED, FutureBase
+from ._runtime import run_future
 
 if TYPE_CHECKING:
     from ._contexts import ContextFrame
-    from ._scheduler import Scheduler
+    from ._loop import Scheduler
 
-__all__ = ["AsyncTask", "result"]
+__all__ = ["AsyncTask", "result", "leaves", "blocked_on"]
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -76,8 +78,6 @@ class AsyncTask(FutureBase[T_co]):
         return self._arguments()[1] or {}
 
     def _compute(self) -> None:
-        from ._scheduler import run_future
-
         run_future(self)
 
     def is_started(self) -> bool:
@@ -85,17 +85,13 @@ class AsyncTask(FutureBase[T_co]):
 
     def is_blocked(self) -> bool:
         """Waiting on something not yet computed (a slow check: for debugging and tests)."""
-        from ._scheduler import _blocked_on
-
-        return bool(_blocked_on(self))
+        return bool(blocked_on(self))
 
     def can_continue(self) -> bool:
         return self._gen is not None
 
     def call_str(self) -> str:
         """``module.fn(args)`` for messages and async stacks."""
-        from ._debug_format import format_call
-
         return format_call(self)
 
     def __repr__(self) -> str:
@@ -104,9 +100,7 @@ class AsyncTask(FutureBase[T_co]):
         elif self._sched is None:
             state = "not started"
         elif self.is_blocked():
-            from ._scheduler import _blocked_on
-
-            state = f"blocked on {len(_blocked_on(self))}"
+            state = f"blocked on {len(blocked_on(self))}"
         else:
             state = "runnable"
         return f"<AsyncTask {self.call_str()} {state}>"
@@ -130,3 +124,22 @@ def _arguments_from_frame(
 def result(value: object) -> None:
     """Return ``value`` from the calling generator (asynq compatibility; prefer ``return``)."""
     raise AsyncTaskResult(value)
+
+
+def leaves(obj: Any) -> Iterator[FutureBase[Any]]:
+    """The futures in something a task yielded (a future, or nested lists/tuples/dicts)."""
+    if isinstance(obj, FutureBase):
+        yield obj
+    elif type(obj) in (list, tuple):
+        for x in obj:
+            yield from leaves(x)
+    elif type(obj) is dict:
+        for x in obj.values():
+            yield from leaves(x)
+
+
+def blocked_on(task: AsyncTask[Any]) -> list[FutureBase[Any]]:
+    """What ``task`` still waits for (empty when it is not blocked)."""
+    if task._gen is None or task._dep is None:
+        return []
+    return [leaf for leaf in leaves(task._dep) if leaf._value is NOT_COMPUTED]

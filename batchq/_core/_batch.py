@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from ._errors import BatchCancelledError, BatchingError
 from ._futures import NOT_COMPUTED, FutureBase
+from ._runtime import run_future
 
 __all__ = ["BatchBase", "BatchItemBase"]
 
@@ -146,6 +147,4 @@ class BatchItemBase(FutureBase[T_co]):
         return self.batch.items.index(self)
 
     def _compute(self) -> None:
-        from ._scheduler import run_future
-
         run_future(self)

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._errors import BatchqError
+from ._futures import ErrorFuture
+from ._graph import interrupt
+from ._runtime import current_scheduler
+from ._task import blocked_on
+
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from ._scheduler import Scheduler
+    from ._loop import Scheduler
+    from ._runtime import Run
     from ._task import AsyncTask
-
-from ._errors import BatchqError
 
 __all__ = [
     "AsyncContext",
@@ -34,14 +39,21 @@ class YieldInNonAsyncContextError(BatchqError, AssertionError):
 
 
 class ContextFrame:
-    """The contexts one task entered, chained to the frame it inherited."""
+    """The contexts one task entered, chained to the frame it inherited.
 
-    __slots__ = ("task", "own", "parent")
+    The outermost frame of an asyncio request's tasks belongs to no task: it carries the request's
+    :class:`Run`, which every frame below it repeats, so that the run of any task is one lookup.
+    """
 
-    def __init__(self, task: AsyncTask[Any], parent: ContextFrame | None) -> None:
+    __slots__ = ("task", "own", "parent", "run")
+
+    def __init__(
+        self, task: AsyncTask[Any] | None, parent: ContextFrame | None, run: Run | None = None
+    ) -> None:
         self.task = task
         self.own: list[AsyncContext | NonAsyncContext] = []
         self.parent = parent
+        self.run: Run | None = parent.run if parent is not None else run
 
 
 def _chain(frame: ContextFrame | None) -> list[ContextFrame]:
@@ -54,11 +66,8 @@ def _chain(frame: ContextFrame | None) -> list[ContextFrame]:
 
 def switch_frames(sched: Scheduler, old: ContextFrame | None, new: ContextFrame | None) -> None:
     """Pause what ``old`` has and ``new`` lacks; resume what ``new`` has and ``old`` lacks."""
-    from ._futures import ErrorFuture
-    from ._scheduler import _blocked_on, interrupt
-
     keep = {id(f) for f in _chain(new)}
-    failures: list[tuple[AsyncTask[Any], BaseException]] = []
+    failures: list[tuple[AsyncTask[Any] | None, BaseException]] = []
     frame = old
     while frame is not None and id(frame) not in keep:
         for ctx in reversed(frame.own):
@@ -81,9 +90,9 @@ def switch_frames(sched: Scheduler, old: ContextFrame | None, new: ContextFrame 
                 failures.append((frame.task, e))
     # A context that fails to pause or resume fails its task, at the task's current yield.
     for task, error in failures:
-        if task._gen is None:
+        if task is None or task._gen is None:
             continue
-        if _blocked_on(task):
+        if blocked_on(task):
             interrupt(task, error)
         else:
             task._dep = ErrorFuture(error)
@@ -91,9 +100,7 @@ def switch_frames(sched: Scheduler, old: ContextFrame | None, new: ContextFrame 
 
 def enter_context(context: AsyncContext | NonAsyncContext) -> AsyncTask[Any] | None:
     """Register ``context`` with the running task, if any; returns that task."""
-    from ._scheduler import _current
-
-    sched = _current.get()
+    sched = current_scheduler()
     task = None if sched is None else sched.active_task
     if task is None or sched is None:
         return None

@@ -1,0 +1,429 @@
+"""batchq from asyncio: ``await f.asyncio(x)`` drives the one round loop from an event loop.
+
+Each event loop has one *driver*: a scheduler and a runner task that iterates
+:meth:`Scheduler.rounds`, the same loop a synchronous call runs. Where the synchronous driver
+flushes inline, this one flushes in a worker thread, so a blocking fetch never stalls the loop;
+where the synchronous driver would report a deadlock, this one first waits for the asyncio work
+that batchq tasks wait on (``from_asyncio``).
+
+Every ``.asyncio()`` call is its own run: its own read-your-writes memory and in-flight cached
+calls (``Run.state``), its own errors and cancellation, and its result is delivered only once the
+requests it made, writes nobody waited on included, have been flushed. Calls in flight at the same
+moment share rounds, and so round trips; calls that start while a flush runs join the next round.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import weakref
+from _thread import get_ident
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .._core._contexts import ContextFrame
+from .._core._errors import AsyncTaskCancelledError, DeadlockError
+from .._core._format import note_async_chain
+from .._core._futures import NOT_COMPUTED, FutureBase
+from .._core._graph import reachable_tasks, wake
+from .._core._instruments import Instrument, set_installed, strict_mode
+from .._core._instruments import installed_instruments as _installed
+from .._core._loop import FLUSH, Scheduler, note_close_errors, with_task_traceback
+from .._core._runtime import Run, set_current
+from .._core._task import AsyncTask
+from ._work import AsyncioFuture, outcome, report, run_one, running_driver
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["run_in_loop", "Driver", "drivers"]
+
+T = TypeVar("T")
+
+
+async def run_in_loop(
+    make: Callable[[], FutureBase[T]], fn: Any = None, args: tuple[Any, ...] = ()
+) -> T:
+    """Compute the future ``make()`` returns on the running loop's driver, and return its value.
+
+    ``make`` is called by the driver, in its context, so that what it requests joins the driver's
+    round. ``fn``/``args`` name the call in stacks when ``make()`` is not itself a task.
+    """
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    driver = drivers.get(loop)
+    if driver is None:
+        driver = drivers[loop] = Driver()
+    call = _Call(make, fn, args, loop.create_future())
+    driver.submit(call, loop)
+    try:
+        return await call.future  # type: ignore[no-any-return]
+    finally:
+        if not call.future.done():
+            call.future.cancel()  # this coroutine was closed while it waited
+        if call.future.cancelled():
+            driver.abandon(call)
+
+
+class _Call:
+    """One ``.asyncio()`` call: how to make its future, and the asyncio future its caller awaits."""
+
+    __slots__ = ("make", "fn", "args", "future", "instruments", "strict", "run")
+
+    def __init__(
+        self,
+        make: Callable[[], FutureBase[Any]],
+        fn: Any,
+        args: tuple[Any, ...],
+        future: asyncio.Future[Any],
+    ) -> None:
+        self.make = make
+        self.fn = fn
+        self.args = args
+        self.future = future
+        # Instruments and strict mode are the caller's: they apply to the rounds its call is in.
+        self.instruments = _installed()
+        self.strict = strict_mode.get()
+        self.run: Run | None = None
+
+
+def _wait_for(fut: FutureBase[Any]) -> Generator[Any, Any, Any]:
+    return (yield fut)
+
+
+class Driver:
+    """Drives the round loop for every batchq call awaited on one event loop.
+
+    Everything here runs on the loop's thread, except ``Scheduler.flush_round``, which runs in a
+    worker thread while the runner awaits it; meanwhile the loop only appends to ``incoming``,
+    ``abandoned`` and ``finished``, which the runner takes in after each wait (``_take_in``).
+    """
+
+    def __init__(self) -> None:
+        self.sched = Scheduler()
+        self.sched.on_run_done = self._run_done
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread = 0
+        self.runner: asyncio.Task[None] | None = None
+        self.wake: asyncio.Event | None = None
+        self.incoming: list[_Call] = []
+        self.calls: dict[Run, _Call] = {}  # started and not yet answered
+        self.abandoned: list[_Call] = []
+        self.finished: list[AsyncioFuture[Any]] = []  # asyncio work done, waiters to resume
+        self.outstanding = 0  # asyncio work started and not finished
+        # Strong references to every asyncio task this driver creates: the loop keeps weak ones.
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.told: list[Instrument] = []  # instruments told run_started by this runner
+        self.tuned = False  # whether a call in flight brought instruments or strict mode
+
+    def keep(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _wake(self) -> None:
+        if self.wake is not None:
+            self.wake.set()
+
+    def submit(self, call: _Call, loop: asyncio.AbstractEventLoop) -> None:
+        self.incoming.append(call)
+        if self.runner is not None:
+            self._wake()
+            return
+        import asyncio
+
+        self.loop = loop
+        self.thread = get_ident()
+        self.wake = asyncio.Event()
+        # A fresh context: batchq code never sees, or leaks into, the context of whichever caller
+        # happened to start the runner.
+        runner = contextvars.Context().run(loop.create_task, self._run())
+        self.runner = runner
+        self.keep(runner)
+        # An interrupt (KeyboardInterrupt) propagates out of the loop and reaches the caller of
+        # asyncio.run(); the runner task that carried it must not be reported as unretrieved.
+        runner.add_done_callback(_retrieve)
+
+    def abandon(self, call: _Call) -> None:
+        """The caller stopped waiting: close what only its call needed (done by the runner)."""
+        if call.run is not None and self.runner is not None:
+            self.abandoned.append(call)
+            self._wake()
+
+    # -- the runner -----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        sched = self.sched
+        set_current(sched)
+        running_driver.set(self)
+        sched._running = True
+        before = sched.stats()
+        try:
+            await self._rounds()
+        except BaseException as e:
+            self._abort_all(e)
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            sched._running = False
+            sched._runs.clear()
+            sched._switch_frame(None)
+            sched.active_task = None
+            sched.set_instruments(())
+            self.runner = None
+            self.wake = None
+            self.loop = None
+            sched.last_run = last = sched.stats() - before
+            told = self.told
+            self.told = []
+            self.tuned = False
+            for inst in told:
+                try:
+                    inst.run_finished(sched, last)
+                except Exception as e:
+                    report(e, f"{inst!r}.run_finished() raised")
+
+    async def _rounds(self) -> None:
+        """Iterate the scheduler's round loop; flush in a worker thread, wait on the loop."""
+        import asyncio
+
+        sched = self.sched
+        self._take_in()
+        joined = False
+        for need in sched.rounds():
+            if need == FLUSH:
+                if not joined:
+                    # Calls about to start (already scheduled on the loop) join this round.
+                    joined = True
+                    await asyncio.sleep(0)
+                    self._take_in()
+                    if sched._ready:
+                        continue  # drive them first; the loop asks to flush again
+                joined = False
+                await self._flush()
+            elif self.outstanding or self.finished or self.incoming or self.abandoned:
+                assert self.wake is not None
+                await self.wake.wait()
+                self.wake.clear()
+            else:
+                self._unstick()
+            self._take_in()
+
+    def _take_in(self) -> None:
+        """What the loop handed over while the runner waited."""
+        if self.finished:
+            self._resume_bridged()
+        if self.abandoned:
+            self._drop_abandoned()
+        if self.incoming:
+            self._start_incoming()
+
+    def _start_incoming(self) -> None:
+        calls = self.incoming
+        self.incoming = []
+        sched = self.sched
+        for call in calls:
+            if call.future.done():
+                continue  # its caller was cancelled before it started
+            run = Run()
+            sched.ambient_run = run  # what make() requests belongs to this call's run
+            try:
+                fut = call.make()
+            except Exception as e:
+                call.future.set_exception(e)
+                continue
+            finally:
+                sched.ambient_run = None
+            if isinstance(fut, AsyncTask) and fut._sched is None:
+                root: AsyncTask[Any] = fut
+            else:
+                root = AsyncTask(_wait_for(fut), call.fn, call.args)
+            # Every task of the call inherits this frame, and with it the call's run.
+            root._contexts = ContextFrame(None, None, run)
+            run.root = root
+            call.run = run
+            self.calls[run] = call
+            sched.add_run(run)
+            if call.instruments or call.strict:
+                self.tuned = True
+        if self.tuned:
+            self._retune()
+
+    def _retune(self) -> None:
+        """Install the union of the instruments, and strict mode, of the calls in flight."""
+        found: dict[int, Instrument] = {}
+        strict = False
+        for call in self.calls.values():
+            for inst in call.instruments:
+                found.setdefault(id(inst), inst)
+            strict = strict or call.strict
+        insts = tuple(found.values())
+        self.tuned = bool(insts) or strict
+        # Installed in the runner's context too: nested runs started by task code see them.
+        set_installed(insts)
+        strict_mode.set(strict)
+        for inst in insts:
+            if not any(inst is t for t in self.told):
+                self.told.append(inst)
+                inst.run_started(self.sched)
+        self.sched.set_instruments(insts)
+
+    def _run_done(self, run: Run) -> None:
+        """The scheduler ended ``run``: answer its caller."""
+        call = self.calls.pop(run, None)
+        if call is not None and run.root is not None:
+            _deliver(call, run.root)
+        if self.tuned:
+            self._retune()
+
+    async def _flush(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(None, contextvars.copy_context().run, self.sched.flush_round)
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            # A thread cannot be stopped: let the flush end before the runner closes everything.
+            await asyncio.wait([work])
+            if not work.cancelled():
+                work.exception()  # retrieved: the cancellation is what propagates
+            raise
+
+    def _unstick(self) -> None:
+        """Nothing can run and no asyncio work is outstanding: a run waits on nothing."""
+        sched = self.sched
+        run = next(r for r in sched._runs if r.root is not None and r.root._value is NOT_COMPUTED)
+        root = run.root
+        assert root is not None
+        try:
+            sched.unstick(root)
+        except DeadlockError as e:
+            sched.end_run(run)
+            call = self.calls.pop(run, None)
+            self._close(reachable_tasks([root], []), e)
+            if call is not None and not call.future.done():
+                call.future.set_exception(e)
+
+    # -- asyncio work started from batchq code --------------------------------------------------
+
+    def start_bridged(self, start: Callable[[], Any]) -> AsyncioFuture[Any]:
+        assert self.loop is not None
+        fut: AsyncioFuture[Any] = AsyncioFuture(start)
+        # A fresh context here too: the coroutine is asyncio code, not part of a batchq task.
+        task = contextvars.Context().run(self.loop.create_task, run_one(start))
+        fut._task = task
+        self.outstanding += 1
+        self.keep(task)
+        task.add_done_callback(functools.partial(self._bridged_done, fut))
+        return fut
+
+    def _bridged_done(self, fut: AsyncioFuture[Any], task: asyncio.Task[Any]) -> None:
+        self.outstanding -= 1
+        fut._task = None
+        ok, value = outcome(task, fut._start)
+        if ok:
+            fut._value = value
+        else:
+            fut._value = None
+            fut._error = value
+        if fut._waiters is not None and self.runner is not None:
+            self.finished.append(fut)
+            self._wake()
+
+    def _resume_bridged(self) -> None:
+        finished = self.finished
+        self.finished = []
+        for fut in finished:
+            wake(fut)
+
+    # -- cancellation ---------------------------------------------------------------------------
+
+    def _drop_abandoned(self) -> None:
+        calls = self.abandoned
+        self.abandoned = []
+        sched = self.sched
+        roots: list[FutureBase[Any]] = []
+        for call in calls:
+            run = call.run
+            if run is not None and self.calls.pop(run, None) is not None:
+                sched.end_run(run)
+                if run.root is not None:
+                    roots.append(run.root)
+        if not roots:
+            return
+        # Tasks shared with a call still in flight stay; the rest only the cancelled calls needed.
+        live = [r.root for r in self.calls if r.root is not None]
+        keep = {id(t) for t in reachable_tasks(live, [])}
+        doomed = [t for t in reachable_tasks(roots, []) if id(t) not in keep]
+        self._close(
+            doomed,
+            AsyncTaskCancelledError(
+                "the asyncio caller stopped waiting (cancelled) before this task finished"
+            ),
+        )
+        if self.tuned:
+            self._retune()
+
+    def _close(self, tasks: list[AsyncTask[Any]], error: BaseException) -> None:
+        orphans: list[FutureBase[Any]] = []
+        for e in self.sched.close_tasks(tasks, error, orphans):
+            report(e, "closing a cancelled batchq task raised")
+        for leaf in orphans:
+            if isinstance(leaf, AsyncioFuture) and leaf._task is not None:
+                leaf._task.cancel()  # nobody else needs this asyncio work
+
+    def _abort_all(self, error: BaseException) -> None:
+        """The runner itself failed or was cancelled: close everything, tell every caller."""
+        sched = self.sched
+        roots = [r.root for r in self.calls if r.root is not None]
+        calls = [*self.calls.values(), *self.incoming]
+        self.calls.clear()
+        self.incoming.clear()
+        self.abandoned.clear()
+        self.finished.clear()
+        sched._runs.clear()
+        note_close_errors(error, sched.abort(roots))
+        for task in list(self.tasks):
+            if task is not self.runner:
+                task.cancel()
+        delivered = False
+        for call in calls:
+            if call.future.done():
+                continue
+            if isinstance(error, Exception):
+                call.future.set_exception(error)
+                delivered = True
+            else:
+                call.future.cancel()
+        if isinstance(error, Exception) and not delivered:
+            report(error, "the batchq asyncio driver failed")
+
+
+def _deliver(call: _Call, root: FutureBase[Any]) -> None:
+    future = call.future
+    if future.done():
+        return
+    err = root._error
+    if err is None:
+        future.set_result(root._value)
+        return
+    if isinstance(root, AsyncTask):
+        with_task_traceback(err, root)
+    note_async_chain(err)
+    try:
+        future.set_exception(err)
+    except TypeError:  # StopIteration cannot travel through an asyncio future
+        name = root.call_str() if isinstance(root, AsyncTask) else repr(root)
+        wrapped = RuntimeError(f"{name} failed with {err!r}")
+        wrapped.__cause__ = err
+        future.set_exception(wrapped)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+# One driver per event loop, dropped with its loop.
+drivers: weakref.WeakKeyDictionary[Any, Driver] = weakref.WeakKeyDictionary()

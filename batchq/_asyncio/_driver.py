@@ -273,6 +273,7 @@ class Driver:
         call = self.calls.pop(run, None)
         if call is not None and run.root is not None:
             _deliver(call, run.root)
+        run.end()
         if self.tuned:
             self._retune()
 
@@ -348,6 +349,7 @@ class Driver:
             run = call.run
             if run is not None and self.calls.pop(run, None) is not None:
                 sched.end_run(run)
+                run.end()
                 if run.root is not None:
                     roots.append(run.root)
         if not roots:

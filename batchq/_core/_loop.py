@@ -62,7 +62,7 @@ from ._instruments import (
     strict_mode,
     task_hooks,
 )
-from ._runtime import Run, current_scheduler, install_entry, reset_current, set_current
+from ._runtime import Run, current_scheduler, install_entry, reset_current, run_of, set_current
 from ._task import AsyncTask
 
 if TYPE_CHECKING:
@@ -113,6 +113,7 @@ class Scheduler:
         "_nested_runs",
         "last_run",
         "caller",
+        "parent_run",
         "__weakref__",
     )
 
@@ -143,8 +144,10 @@ class Scheduler:
         self._tasks = 0
         self._nested_runs = 0
         self.last_run: RunStats | None = None
-        # For a nested run: the task of the enclosing run that made the synchronous call.
+        # For a nested run: the task of the enclosing run that made the synchronous call, and
+        # that run, whose per-run memory the nested run shares.
         self.caller: AsyncTask[Any] | None = None
+        self.parent_run: Run | None = None
 
     # -- public introspection -------------------------------------------------------------------
 
@@ -246,7 +249,7 @@ class Scheduler:
             raise RuntimeError(msg)
         insts = installed_instruments()
         before = self.stats()
-        run = Run(root)
+        run = Run(root, self.parent_run)
         self._running = True
         self.ambient_run = run
         self.set_instruments(insts)
@@ -266,6 +269,7 @@ class Scheduler:
             self._running = False
             self._runs.clear()
             self.ambient_run = None
+            run.end()
             self._switch_frame(None)
             self.active_task = None
             self.set_instruments(())
@@ -827,6 +831,7 @@ def run_future(fut: FutureBase[Any]) -> None:
         raise SyncCallInAsyncError(msg)
     inner = Scheduler()
     inner.caller = caller
+    inner.parent_run = run_of(sched)
     token = set_current(inner)
     try:
         inner.run(fut)

@@ -28,6 +28,7 @@ __all__ = [
     "Run",
     "current_scheduler",
     "current_run",
+    "run_of",
     "get_active_task",
     "set_current",
     "reset_current",
@@ -39,15 +40,22 @@ __all__ = [
 class Run:
     """One synchronous call or one asyncio request: its root and its per-run memory."""
 
-    __slots__ = ("root", "state", "flush_round", "__weakref__")
+    __slots__ = ("root", "state", "flush_round", "_shared", "__weakref__")
 
-    def __init__(self, root: FutureBase[Any] | None = None) -> None:
+    def __init__(self, root: FutureBase[Any] | None = None, parent: Run | None = None) -> None:
         self.root = root
-        # Per-run memory of integrations, keyed by their own object (e.g. a Cache).
-        self.state: dict[object, Any] = {}
+        # Per-run memory of integrations, keyed by their own object (e.g. a Cache). A nested
+        # synchronous run (f(x) inside a task) is part of its caller's request: it shares it.
+        self.state: dict[object, Any] = parent.state if parent is not None else {}
+        self._shared = parent is not None
         # Set when the root finished while requests were still pending: the run ends after the
         # round with this index has flushed them (writes nobody waited on included).
         self.flush_round = -1
+
+    def end(self) -> None:
+        """The run is over: let go of its memory now, whoever still holds the run."""
+        if not self._shared:
+            self.state = {}
 
     def __repr__(self) -> str:
         return f"<Run of {self.root!r}>"
@@ -81,13 +89,17 @@ def get_active_task() -> AsyncTask[Any] | None:
 def current_run() -> Run | None:
     """The run the running code belongs to; None outside any run."""
     sched = current_scheduler()
-    if sched is None:
-        return None
-    task = sched.active_task
-    if task is not None:
-        frame = task._contexts
-        if frame is not None and frame.run is not None:
-            return frame.run
+    return None if sched is None else run_of(sched)
+
+
+def run_of(sched: Scheduler) -> Run | None:
+    """The run of the code ``sched`` is running now (its task's, else the one it is starting)."""
+    # While a task runs, the scheduler's frame is that task's (the loop switches it).
+    frame = sched._frame
+    if frame is not None:
+        run = frame.run
+        if run is not None:
+            return run
     return sched.ambient_run
 
 

@@ -26,7 +26,6 @@ import weakref
 from collections.abc import Callable, Generator, Iterable, Mapping
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import ThreadPoolExecutor
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Literal, ParamSpec, TypeVar, overload
 
@@ -38,7 +37,7 @@ from pymemcache.exceptions import MemcacheError as PymemcacheError
 from batchq._core._batch import BatchBase, BatchItemBase
 from batchq._core._futures import NOT_COMPUTED, FutureBase
 from batchq._core._loop import Scheduler, get_scheduler, run_sync
-from batchq._core._runtime import current_scheduler
+from batchq._core._runtime import current_run, current_scheduler, run_of
 from batchq._core._task import AsyncTask
 from batchq._decorators import AsyncFunction
 
@@ -141,39 +140,30 @@ class _Counters:
 
 
 class _RunState:
-    """What one top-level run wrote (read-your-writes) and which cached calls it is computing."""
+    """What one run wrote (read-your-writes) and which cached calls it is computing.
 
-    __slots__ = ("sched", "marker", "overlay", "inflight")
+    Kept in the run's own memory (``Run.state``): a synchronous call, or one asyncio request, so
+    nothing one request wrote or computes is seen by another, and it goes when the run ends.
+    """
 
-    def __init__(self, sched: Scheduler) -> None:
-        self.sched = sched
-        # A scheduler's last_run is replaced at the end of every run, so (sched, last_run) names
-        # the run in progress; nested runs happen while it is still running with the same marker.
-        self.marker = sched.last_run
+    __slots__ = ("overlay", "inflight")
+
+    def __init__(self) -> None:
         self.overlay: dict[tuple[int, bytes], bytes | None] = {}
         self.inflight: dict[tuple[int, bytes], AsyncTask[Any]] = {}
 
-    def is_live(self) -> bool:
-        return self.sched.is_running() and self.sched.last_run is self.marker
+
+_STATE = object()  # this module's key in Run.state
 
 
-# One per context (thread, asyncio task); replaced by the next run, so it never outlives it by more
-# than one run's writes.
-_runs: ContextVar[_RunState | None] = ContextVar("batchq_memcache_run", default=None)
-
-
-def _run_state() -> _RunState | None:
-    """The state of the run in progress in this context, or None outside any run."""
-    state = _runs.get()
-    if state is not None and state.is_live():
-        return state
-    sched = get_scheduler()
-    if not sched.is_running():
-        if state is not None:
-            _runs.set(None)
+def _run_state(create: bool = True) -> _RunState | None:
+    """The state of the run in progress here, or None outside any run (or if none yet)."""
+    run = current_run()
+    if run is None:
         return None
-    state = _RunState(sched)
-    _runs.set(state)
+    state: _RunState | None = run.state.get(_STATE)
+    if state is None and create:
+        state = run.state[_STATE] = _RunState()
     return state
 
 
@@ -663,9 +653,9 @@ class Cache:
 
     def _lookup(self, key: str | bytes, raw: bytes) -> GetItem | _Hit:
         """The future of one read: from the run's overlay if written in this run, else batched."""
-        state = _runs.get()
         # Reads never create the run's state: only a write of this run can put a key in it.
-        if state is not None and state.overlay and state.is_live():
+        state = _run_state(create=False)
+        if state is not None and state.overlay:
             slot = (id(self), raw)
             if slot in state.overlay:
                 stored = state.overlay[slot]
@@ -704,12 +694,17 @@ class Cache:
         if default is not None:
             item = self._lookup(key, raw)
             return AsyncTask(_gather_get(item, default), self.get, (key, default), None)
-        state = _runs.get()
-        if state is not None and state.overlay:
-            return self._lookup(key, raw)  # this run wrote something: read-your-writes
-        # The hot path of every page: _lookup() and _batch() inlined.
+        # The hot path of every page: _run_state(), _lookup() and _batch() inlined.
         sched = current_scheduler()
-        batch = sched._active.get(self) if sched is not None else None
+        if sched is not None:
+            run = run_of(sched)
+            if run is not None:
+                state = run.state.get(_STATE)
+                if state is not None and state.overlay:
+                    return self._lookup(key, raw)  # this run wrote something: read-your-writes
+            batch = sched._active.get(self)
+        else:
+            batch = None
         if batch is None:
             batch = self._batch()
         reads: dict[bytes, GetItem] = batch.reads  # type: ignore[attr-defined]
@@ -806,7 +801,7 @@ class Cache:
         state = _run_state()
         slot = (id(self), raw)
         task = state.inflight.get(slot) if state is not None else None
-        if task is None or (task._sched is not None and task._sched is not get_scheduler()):
+        if task is None or (task._sched is not None and task._sched is not current_scheduler()):
             task = AsyncTask(
                 self._compute(key, raw, make_task, ttl, args, kwargs), fn, args, kwargs
             )

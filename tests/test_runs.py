@@ -71,7 +71,7 @@ class SteadyLoad:
         await self.task
 
 
-# -- 1. a cancelled task is an error for every later waiter ----------------------------------------
+# -- 1. a cancelled task is an error for every later waiter ---------------------------------------
 
 
 def test_a_task_that_raises_a_cancellation_does_not_return_none() -> None:
@@ -144,7 +144,7 @@ def test_a_request_cancelled_during_its_cached_call_leaves_no_none_behind() -> N
     assert computed == [7, 7]  # the cancelled call's compute did not count as a result
 
 
-# -- 2. under .asyncio(), per-run state belongs to one request -------------------------------------
+# -- 2. under .asyncio(), per-run state belongs to one request ------------------------------------
 
 
 def _cache_functions(cache: Cache) -> tuple[Any, Any, Any]:
@@ -251,7 +251,7 @@ def test_requests_share_rounds_but_not_memory_and_memory_stays_flat() -> None:
     assert sizes[-1] - sizes[0] < 256 * 1024, sizes
 
 
-# -- 3. an asyncio call returns after its write-back was sent --------------------------------------
+# -- 3. an asyncio call returns after its write-back was sent -------------------------------------
 
 
 def test_await_returns_after_the_cached_write_back_is_stored() -> None:
@@ -307,7 +307,7 @@ def test_await_returns_after_the_write_back_reached_memcached(memcached_server: 
         raw.close()
 
 
-# -- 4. threads that copy a context get their own scheduler -----------------------------------------
+# -- 4. threads that copy a context get their own scheduler ---------------------------------------
 
 
 def test_threads_with_copied_contexts_never_share_a_scheduler() -> None:
@@ -380,7 +380,7 @@ def test_asyncio_to_thread_gets_its_own_scheduler() -> None:
     assert here != there
 
 
-# -- 8. errors through a yielded list carry no internal context -------------------------------------
+# -- 8. errors through a yielded list carry no internal context -----------------------------------
 
 
 def test_an_error_through_a_yielded_list_has_no_internal_context() -> None:
@@ -403,7 +403,7 @@ def test_an_error_through_a_yielded_list_has_no_internal_context() -> None:
     assert info.value.__context__ is None
 
 
-# -- 11. an interrupt in a fetch under asyncio is not reported as unretrieved -----------------------
+# -- 11. an interrupt in a fetch under asyncio is not reported as unretrieved ---------------------
 
 
 def test_keyboard_interrupt_in_a_fetch_under_asyncio_reaches_the_caller_cleanly() -> None:

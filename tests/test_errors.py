@@ -349,3 +349,40 @@ def test_errors_raised_while_closing_an_interrupted_run_are_not_lost() -> None:
     if hasattr(info.value, "add_note"):
         assert notes is not None
         assert any("1 task(s) raised" in n and "cleanup failed" in n for n in notes)
+
+
+# -- a future used as its value: "did you forget to yield" ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("use", "how"),
+    [
+        (lambda t: t["name"], "indexed with ['name']"),
+        (lambda t: f"hello {t}", "formatted"),
+        (lambda t: list(t), "iterated over"),
+        (lambda t: len(t), "len()"),
+        (lambda t: bool(t), "used as a bool"),
+    ],
+)
+def test_a_pending_task_used_as_a_value_says_forgot_to_yield(use: Any, how: str) -> None:
+    @batchq.asynq()
+    def user(uid: int) -> Generator[Any, Any, dict[str, str]]:
+        yield None
+        return {"name": f"user{uid}"}
+
+    @batchq.asynq()
+    def page(uid: int) -> Generator[Any, Any, Any]:
+        task = user.asynq(uid)  # the missing `yield`
+        return use(task)
+        yield  # a generator
+
+    with pytest.raises(TypeError, match="did you forget to yield") as info:
+        page(1)
+    assert how in str(info.value)
+    assert "user(1)" in str(info.value)  # names the call
+
+
+def test_a_future_still_prints_with_repr() -> None:
+    task = batchq.ConstFuture(3)
+    assert f"{task!r}" == repr(task)
+    assert "%s" % (task,) == repr(task)

@@ -106,12 +106,23 @@ class FutureBase(Generic[T_co]):
         )
         raise NotImplementedError(msg)
 
+    # A future used as if it were its value is almost always a forgotten ``yield``: say so, rather
+    # than let ``task["name"]`` or ``f"{task}"`` fail obscurely or print "<AsyncTask ...>".
+
     def __bool__(self) -> bool:
-        msg = (
-            f"{type(self).__name__} was used as a bool: did you forget to yield it "
-            "(write `value = yield f.asynq(...)`)?"
-        )
-        raise TypeError(msg)
+        raise TypeError(_forgot_yield(self, "used as a bool"))
+
+    def __getitem__(self, key: object) -> Any:
+        raise TypeError(_forgot_yield(self, f"indexed with [{key!r}]"))
+
+    def __iter__(self) -> Any:
+        raise TypeError(_forgot_yield(self, "iterated over"))
+
+    def __len__(self) -> int:
+        raise TypeError(_forgot_yield(self, "asked for its len()"))
+
+    def __format__(self, spec: str) -> str:
+        raise TypeError(_forgot_yield(self, "formatted (an f-string or format())"))
 
     def __repr__(self) -> str:
         if self._value is NOT_COMPUTED:
@@ -121,6 +132,14 @@ class FutureBase(Generic[T_co]):
         else:
             state = f"value={_short_repr(self._value)}"
         return f"<{type(self).__name__} {state}>"
+
+
+def _forgot_yield(fut: FutureBase[Any], how: str) -> str:
+    return (
+        f"{fut!r} was {how}, but it is a future, not its value: did you forget to yield it? "
+        "Write `value = yield f.asynq(...)` inside an async function, or call f(...) outside "
+        "one; use repr() or {!r} to print the future itself."
+    )
 
 
 def _short_repr(value: object, limit: int = 80) -> str:

@@ -385,4 +385,4 @@ def test_a_pending_task_used_as_a_value_says_forgot_to_yield(use: Any, how: str)
 def test_a_future_still_prints_with_repr() -> None:
     task = batchq.ConstFuture(3)
     assert f"{task!r}" == repr(task)
-    assert "%s" % (task,) == repr(task)
+    assert str(task) == repr(task)  # logging's %s uses str()

@@ -1,17 +1,21 @@
-"""``patch``: :func:`unittest.mock.patch` that also replaces the ``f.asynq(...)`` call style.
+"""``patch``: :func:`unittest.mock.patch` that also replaces ``f.asynq()`` and ``f.asyncio()``.
 
 When the patched attribute is a batchq (or asynq) async function, or anything with an ``.asynq``
-attribute such as ``Loader.load``, the mock answers both styles and records both on itself::
+attribute such as ``Loader.load``, the mock answers every call style and records them on itself::
 
     with batchq.mock.patch("app.models.get_user") as get_user:
         get_user.return_value = {"name": "ann"}
-        render_page(1)  # calls get_user(1) or `yield get_user.asynq(1)`: either works
+        render_page(1)  # get_user(1), `yield get_user.asynq(1)`, `await get_user.asyncio(1)`
     get_user.assert_called_once_with(1)
 
-``mocked.asynq(...)`` returns a future of what ``mocked(...)`` returns (or raises); configure the
-mock itself, never its ``.asynq`` (that is refused). Anything else behaves exactly as with
-``unittest.mock.patch``. A ``new=`` function is made an async function of the same kind as the one
-it replaces (a generator function may yield, as the real one does).
+``mocked.asynq(...)`` returns a future of what ``mocked(...)`` returns (or raises);
+``await mocked.asyncio(...)`` returns (or raises) it, recording the call when awaited, as the real
+function runs when awaited. Configure the mock itself, never its ``.asynq`` or ``.asyncio`` (that is
+refused). Anything else behaves exactly as with ``unittest.mock.patch``. A ``new=`` function is made
+an async function of the same kind as the one it replaces (a generator function may yield, as the
+real one does).
+
+This module is the implementation; the public names are in :mod:`batchq.mock`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import functools
 import inspect
 import types
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 from unittest import mock
 
@@ -30,6 +34,7 @@ from .._decorators import (
     BoundAsyncFunction,
     PureAsyncFunction,
     _AsyncCallable,
+    asynq,
 )
 from .._errors import BatchqError
 from .._futures import ConstFuture, ErrorFuture, FutureBase
@@ -42,8 +47,11 @@ DEFAULT: Final[Any] = mock.DEFAULT
 _NO_SELF: Final = object()
 
 
-class AsynqAttributeError(BatchqError, AttributeError):
-    """An attribute of a mock's ``.asynq`` was set or read; it belongs on the mock itself."""
+class AsynqAttributeError(BatchqError, AttributeError, TypeError):
+    """An attribute of a mock's ``.asynq`` or ``.asyncio`` was set or read; it belongs on the mock.
+
+    Also a ``TypeError``, as asynq's mock raises when its ``.asynq`` is configured.
+    """
 
 
 # -- what replaces an async function -------------------------------------------------------------
@@ -78,26 +86,25 @@ def _call_count(fn: Callable[..., Any]) -> int | None:
     return None
 
 
-class _AsynqSide:
-    """``mocked.asynq``: calls the mock, so the call is recorded there, and returns a future."""
+class _CallStyle:
+    """``mocked.asynq`` or ``mocked.asyncio``: calls the mock, so the call is recorded there."""
 
     __slots__ = ("_mock", "_pure", "_self")
+    _style = ""
 
     def __init__(self, target: Callable[..., Any], pure: bool, bound_self: Any = _NO_SELF) -> None:
         object.__setattr__(self, "_mock", target)
         object.__setattr__(self, "_pure", pure)
         object.__setattr__(self, "_self", bound_self)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> FutureBase[Any]:
-        if self._self is not _NO_SELF:
-            args = (self._self, *args)
-        return _as_future(self._mock, args, kwargs, self._pure)
+    def _args(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return args if self._self is _NO_SELF else (self._self, *args)
 
     def __setattr__(self, name: str, value: object) -> None:
         msg = (
-            f"cannot set {name!r} on the .asynq of a batchq mock: f(...) and f.asynq(...) share "
-            f"one mock, so configure the mock itself: `mocked.{name} = {_short(value)}` instead "
-            f"of `mocked.asynq.{name} = ...`"
+            f"cannot set {name!r} on the .{self._style} of a batchq mock: f(...), f.asynq(...) "
+            f"and f.asyncio(...) share one mock, so configure the mock itself: "
+            f"`mocked.{name} = {_short(value)}` instead of `mocked.{self._style}.{name} = ...`"
         )
         raise AsynqAttributeError(msg)
 
@@ -109,14 +116,51 @@ class _AsynqSide:
             # Protocol probes (copy, inspect, pickle...) must see an ordinary missing attribute.
             raise AttributeError(name)
         msg = (
-            f"{name!r} of the .asynq of a batchq mock: calls of f.asynq(...) are recorded on the "
-            f"mock itself, together with calls of f(...); use `mocked.{name}` instead of "
-            f"`mocked.asynq.{name}`"
+            f"{name!r} of the .{self._style} of a batchq mock: calls of f.{self._style}(...) are "
+            f"recorded on the mock itself, together with the other call styles; use "
+            f"`mocked.{name}` instead of `mocked.{self._style}.{name}`"
         )
         raise AsynqAttributeError(msg)
 
     def __repr__(self) -> str:
-        return f"<.asynq of {self._mock!r}>"
+        return f"<.{self._style} of {self._mock!r}>"
+
+
+class _AsynqSide(_CallStyle):
+    """``mocked.asynq(...)``: a computed future of the mock's outcome, to yield."""
+
+    __slots__ = ()
+    _style = "asynq"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> FutureBase[Any]:
+        return _as_future(self._mock, self._args(args), kwargs, self._pure)
+
+
+class _AsyncioSide(_CallStyle):
+    """``mocked.asyncio(...)``: a coroutine; awaiting it calls the mock and gives its outcome."""
+
+    __slots__ = ()
+    _style = "asyncio"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        return _await_outcome(self._mock, self._args(args), kwargs, self._pure)
+
+
+async def _await_outcome(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], pure: bool
+) -> Any:
+    """The mock's outcome for an ``await f.asyncio(...)``; the call happens (and is recorded) here,
+    when awaited, as the real function only runs when awaited."""
+    future = _as_future(fn, args, kwargs, pure)
+    if future.is_computed():
+        return future.value()
+    # A pure function's mock returned a real task: run it as the real .asyncio() would.
+    return await _value_of.asyncio(future)
+
+
+@asynq()
+def _value_of(future: FutureBase[Any]) -> Generator[Any, Any, Any]:
+    return (yield future)
 
 
 class _StandIn:
@@ -151,6 +195,10 @@ class _StandIn:
     @property
     def asynq(self) -> _AsynqSide:
         return _AsynqSide(self._mock, self._pure, self._self)
+
+    @property
+    def asyncio(self) -> _AsyncioSide:
+        return _AsyncioSide(self._mock, self._pure, self._self)
 
     def is_pure_async_fn(self) -> bool:
         return bool(self._pure)
@@ -200,18 +248,46 @@ def _async_kind(original: Any) -> str | None:
         return None
 
 
+def _has_asyncio(original: Any) -> bool:
+    """Whether ``original`` (an async function) offers ``.asyncio()``."""
+    if isinstance(original, mock.NonCallableMock):
+        return isinstance(original.__dict__.get("asyncio"), _AsyncioSide)
+    try:
+        return callable(getattr(original, "asyncio", None))
+    except Exception:  # an exotic object whose attributes raise
+        return False
+
+
 def _signature_source(original: Any, target: Any) -> tuple[Any, bool]:
     """What to autospec instead of ``original``, and whether the result must bind an instance."""
     if isinstance(original, AsyncClassMethod):
-        return classmethod(original.fn), False
+        return classmethod(_decorated_function(original)), False
     if isinstance(original, AsyncStaticMethod):
-        return staticmethod(original.fn), False
+        return staticmethod(_decorated_function(original)), False
     if isinstance(original, _AsyncCallable):
-        return original.fn, isinstance(target, type)
+        return _decorated_function(original), isinstance(target, type)
     if isinstance(original, BoundAsyncFunction):
-        return types.MethodType(original.fn, original.__self__), False
+        return types.MethodType(_decorated_function(original.__func__), original.__self__), False
     call = getattr(original, "__call__", None)  # noqa: B004 - the bound __call__ is wanted
     return (call if call is not None else original), False
+
+
+def _decorated_function(func: _AsyncCallable[..., Any]) -> Callable[..., Any]:
+    """The function the user wrote under ``func``'s decorators, whose signature calls must match.
+
+    A cached function's ``fn`` is a ``(*args, **kwargs)`` shim; the function it caches is its
+    ``__wrapped__``, possibly itself decorated with ``@asynq()``.
+    """
+    inner: Any = func
+    for _ in range(100):  # a bound on decorator depth, against a __wrapped__ cycle
+        wrapped = inner.__dict__.get("__wrapped__") if hasattr(inner, "__dict__") else None
+        if isinstance(inner, _AsyncCallable):
+            inner = wrapped if wrapped is not None else inner.fn
+        elif isinstance(wrapped, _AsyncCallable):
+            inner = wrapped
+        else:
+            return inner  # type: ignore[no-any-return]
+    return inner  # type: ignore[no-any-return]
 
 
 def _wrap_new(new: Any, original: Any, kind: str) -> Any:
@@ -242,11 +318,13 @@ def _wrap_new(new: Any, original: Any, kind: str) -> Any:
     return AsyncStaticMethod(new)
 
 
-def _wire(created: Any, kind: str) -> None:
-    """Give a mock (or autospecced function) an ``.asynq`` recording on itself."""
+def _wire(created: Any, kind: str, asyncio: bool) -> None:
+    """Give a mock (or autospecced function) an ``.asynq`` and ``.asyncio`` recording on itself."""
     # Straight into __dict__: a spec_set mock refuses new attributes, and a mock's own
     # __setattr__ would treat the value as a child.
     created.__dict__["asynq"] = _AsynqSide(created, kind == _PURE)
+    if asyncio:  # only where the original has one: code calling it would fail for real
+        created.__dict__["asyncio"] = _AsyncioSide(created, kind == _PURE)
 
 
 # -- the patcher ---------------------------------------------------------------------------------
@@ -329,17 +407,19 @@ class _Patch(_PatchBase):
             created = result[self.attribute_name] if self.attribute_name is not None else result
         else:
             created = replacement
-        self._installed = created if kind is None else self._finish(created, kind, binds)
+        if kind is not None:
+            created = self._finish(created, kind, binds, _has_asyncio(original))
+        self._installed = created
         self._push()
         return result
 
-    def _finish(self, created: Any, kind: str, binds: bool) -> Any:
+    def _finish(self, created: Any, kind: str, binds: bool, asyncio: bool) -> Any:
         """Wire the mock that replaced an async function; install a stand-in if it needs one."""
         if not (isinstance(created, mock.NonCallableMock) or inspect.isfunction(created)):
             return created  # a wrapper made by _wrap_new, or a non-callable replacement
         if not callable(created):
             return created
-        _wire(created, kind)
+        _wire(created, kind, asyncio)
         if kind == _PURE or binds:
             standin = _StandIn(created, pure=kind == _PURE, binds=binds)
             setattr(self.target, self.attribute, standin)

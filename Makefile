@@ -24,6 +24,7 @@ test: $(VENV)/.installed
 
 ## make bench: the benchmark suite on the embedded cache (and a real memcached when present)
 bench: $(VENV)/.installed
+	if [ "$$BENCH_MEMCACHED" = "1" ]; then bash scripts/ensure-memcached.sh; fi
 	$(BIN)/python -m benchmarks
 
 unit: $(VENV)/.installed

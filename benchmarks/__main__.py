@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     mc.add_argument(
         "--memcached",
         action="store_true",
-        help="also run on a real memcached, installing it if missing (same as BENCH_MEMCACHED=1)",
+        help="require a real memcached and run on it too (same as BENCH_MEMCACHED=1)",
     )
     mc.add_argument(
         "--no-memcached",
@@ -108,24 +108,25 @@ def _parser() -> argparse.ArgumentParser:
 
 def _memcached_binary(force: bool, refuse: bool) -> tuple[str | None, str]:
     """The memcached binary to use (None: no real-server workloads) and how to describe it."""
-    from batchq.memcache._server import ensure_memcached, find_memcached
+    from batchq.testing import find_memcached
 
     flag = os.environ.get("BENCH_MEMCACHED", "")
     if refuse or flag == "0":
         return None, "off (--no-memcached or BENCH_MEMCACHED=0)"
     if force or flag == "1":
-        binary = ensure_memcached()
+        binary = find_memcached()
         if binary is None:
             msg = (
-                "BENCH_MEMCACHED=1 / --memcached asked for a real memcached, but none is installed "
-                "and it could not be installed (that needs root and apt-get); install memcached "
-                "yourself, or run without BENCH_MEMCACHED"
+                "BENCH_MEMCACHED=1 / --memcached asked for a real memcached, but none is "
+                "installed; install it ('BENCH_MEMCACHED=1 make bench' runs "
+                "scripts/ensure-memcached.sh first, or 'apt-get install memcached'), or run "
+                "without BENCH_MEMCACHED"
             )
             raise BenchmarkError(msg)
         return binary, binary
     binary = find_memcached()
     if binary is None:
-        return None, "not installed (set BENCH_MEMCACHED=1 to install and start one)"
+        return None, "not installed (BENCH_MEMCACHED=1 make bench installs it first)"
     return binary, binary
 
 

@@ -38,8 +38,8 @@ Rules a workload follows:
   must be equal across systems in the warm-up cycle (else the workload fails with both answers).
 - ``round_trips`` is the number of requests sent to the data source in that repetition, or None
   where it means nothing.
-- ``needs_memcached`` workloads run only when memcached is available (a binary is installed, or
-  ``BENCH_MEMCACHED=1`` / ``--memcached`` installs one). Their ``build`` gets real servers from
+- ``needs_memcached`` workloads run only when memcached is available (a binary is installed;
+  ``BENCH_MEMCACHED=1 make bench`` installs one first). Their ``build`` gets real servers from
   ``env.memcached(count)``: a list of ``(host, port)`` of servers started for this suite (reused by
   later workloads, stopped when the suite ends). ``env.quick`` says a quick run was asked for.
 - ``measure="bytes"`` workloads measure memory: each callable returns ``Outcome(measured=...)``
@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, TextIO
 
 if TYPE_CHECKING:
-    from batchq.memcache._server import MemcachedServer
+    from batchq.testing import MemcachedServer
 
 __all__ = [
     "BenchEnv",
@@ -310,8 +310,8 @@ class BenchEnv:
         binary = self.memcached_binary
         if binary is None:
             msg = (
-                "this run has no memcached: install it, or set BENCH_MEMCACHED=1 (or pass "
-                "--memcached) to install and start one; only needs_memcached workloads may ask"
+                "this run has no memcached: install it (BENCH_MEMCACHED=1 make bench does), or "
+                "set BENCH_MEMCACHED=1 to require it; only needs_memcached workloads may ask"
             )
             raise BenchmarkError(msg)
         start = self._start_server if self._start_server is not None else _start_memcached
@@ -327,9 +327,9 @@ class BenchEnv:
 
 
 def _start_memcached(binary: str) -> MemcachedServer:
-    from batchq.memcache._server import MemcachedServer
+    from batchq.testing import MemcachedServer
 
-    return MemcachedServer(binary=binary)
+    return MemcachedServer(binary=binary).start()
 
 
 # -- progress -----------------------------------------------------------------------------------
@@ -526,7 +526,7 @@ def run_workload(
     result = WorkloadResult(workload)
     if workload.needs_memcached and not env.has_memcached:
         result.skipped = (
-            "needs memcached; install it or set BENCH_MEMCACHED=1 to install and start one"
+            "needs memcached; install it (BENCH_MEMCACHED=1 make bench installs it first)"
         )
         return result
     started = time.perf_counter()

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Makes sure a memcached binary exists; the tests start their own servers on free 127.0.0.1 ports.
 # Installs Debian's package when it is missing (CI and fresh machines run as root).
+# The one installer of the project: `make test` (and `BENCH_MEMCACHED=1 make bench`) run it;
+# batchq's Python code, its pytest plugin included, only looks for the binary (batchq.testing).
 set -euo pipefail
 if command -v memcached >/dev/null 2>&1; then
     exit 0
 fi
 if [ "$(id -u)" != "0" ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "memcached is not installed and cannot be installed here (need root and apt-get)." >&2
-    echo "Install it yourself (e.g. 'apt-get install memcached'); memcached tests will be skipped." >&2
+    echo "Install it yourself ('apt-get install memcached', or 'brew install memcached' on macOS);" >&2
+    echo "until then the tests that need memcached are skipped." >&2
     exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive

@@ -12,7 +12,8 @@ from pymemcache.client.base import Client
 from pymemcache.client.hash import HashClient
 
 import batchq
-from batchq.memcache import Cache, MemcachedServer, find_memcached
+from batchq.memcache import Cache
+from batchq.testing import MemcachedServer, find_memcached
 
 needs_memcached = pytest.mark.skipif(
     find_memcached() is None, reason="memcached is not installed (scripts/ensure-memcached.sh)"
@@ -103,7 +104,7 @@ def client_for(server: MemcachedServer, timeout: float = 2.0) -> Client:
 
 @pytest.fixture
 def servers3() -> Iterator[list[MemcachedServer]]:
-    running = [MemcachedServer() for _ in range(3)]
+    running = [MemcachedServer().start() for _ in range(3)]
     yield running
     for server in running:
         server.stop(graceful=False)
@@ -111,7 +112,7 @@ def servers3() -> Iterator[list[MemcachedServer]]:
 
 @pytest.fixture
 def server1() -> Iterator[MemcachedServer]:
-    running = MemcachedServer()
+    running = MemcachedServer().start()
     yield running
     running.stop(graceful=False)
 

@@ -24,7 +24,8 @@ from pymemcache.client.hash import HashClient
 from pymemcache.client.retrying import RetryingClient
 
 import batchq
-from batchq.memcache import Cache, InvalidKeyError, MemcachedServer, ServerError
+from batchq.memcache import Cache, InvalidKeyError, ServerError
+from batchq.testing import MemcachedServer
 
 pytestmark = [pytest.mark.memcached, needs_memcached]
 __all__ = ["close_clients", "server1", "servers3"]  # fixtures, imported for pytest

@@ -378,12 +378,13 @@ def _outcome(client: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, An
 class TestSameAsMemcached:
     @pytest.fixture
     def real(self) -> Any:
-        server_module = pytest.importorskip("batchq.memcache._server")
-        if server_module.find_memcached() is None:
+        from batchq.testing import MemcachedServer, find_memcached
+
+        if find_memcached() is None:
             pytest.skip("memcached is not installed (scripts/ensure-memcached.sh)")
         from pymemcache.client.base import Client
 
-        server = server_module.MemcachedServer()
+        server = MemcachedServer().start()
         client = Client(server.address, serde=JsonSerde(), default_noreply=False, timeout=5)
         yield client
         client.close()

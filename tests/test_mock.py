@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import unittest
 from collections.abc import Generator, Iterator
@@ -12,6 +13,7 @@ import pytest
 
 import batchq
 from batchq import ConstFuture, FutureBase, Loader, asynq
+from batchq.memcache import Cache
 from batchq.mock import DEFAULT, AsynqAttributeError, patch
 from batchq.testing import count_rounds
 
@@ -351,11 +353,24 @@ def test_setting_attributes_on_asynq_is_refused_with_the_fix() -> None:
         with pytest.raises(AsynqAttributeError, match=r"mocked\.return_value = 3") as info:
             mocked.asynq.return_value = 3
         assert isinstance(info.value, AttributeError)
+        assert isinstance(info.value, TypeError)  # as asynq's mock raises
         assert isinstance(info.value, batchq.BatchqError)
         with pytest.raises(AsynqAttributeError, match="side_effect"):
             mocked.asynq.side_effect = KeyError
         with pytest.raises(AsynqAttributeError, match="return_value"):
             del mocked.asynq.return_value
+
+
+def test_configuring_asyncio_is_refused_with_the_fix() -> None:
+    with patch(f"{HERE}.get") as mocked:
+        with pytest.raises(
+            TypeError, match=r"\.asyncio of a batchq mock.*mocked\.return_value = 3"
+        ):
+            mocked.asyncio.return_value = 3
+        with pytest.raises(AsynqAttributeError, match=r"instead of `mocked\.asyncio\.side_effect"):
+            mocked.asyncio.side_effect = KeyError
+        with pytest.raises(AsynqAttributeError, match=r"`mocked\.call_count` instead"):
+            _ = mocked.asyncio.call_count
 
 
 def test_reading_mock_attributes_on_asynq_points_to_the_mock() -> None:
@@ -574,3 +589,243 @@ def test_bad_targets_get_clear_errors() -> None:
 def test_module_is_importable_without_side_effects() -> None:
     assert repr(patch) == "<batchq.mock.patch>"
     assert sys.modules["batchq.mock"].__all__ == ["patch", "DEFAULT", "AsynqAttributeError"]
+
+
+# -- await f.asyncio(...) -------------------------------------------------------------------------
+
+
+@asynq()
+def get_pair(x: int) -> Generator[Any, Any, tuple[int, int]]:
+    pair = yield get.asynq(x), get.asynq(x + 1)
+    return pair
+
+
+def test_awaiting_a_patched_function_returns_the_mocks_value_and_records_the_call() -> None:
+    async def handler() -> list[Any]:
+        first = await get.asyncio(1)
+        # The real function, awaited, calling the mock with .asynq inside the driver's run.
+        pair = await get_pair.asyncio(5)
+        return [first, pair]
+
+    with patch(f"{HERE}.get", side_effect=lambda x: -x) as mocked:
+        assert asyncio.run(handler()) == [-1, (-5, -6)]
+    assert mocked.call_args_list == [call(1), call(5), call(6)]
+    assert fetched == []
+    assert asyncio.run(get.asyncio(1)) == 10  # the patch is undone
+
+
+def test_a_patched_asyncio_runs_the_call_when_awaited_not_before() -> None:
+    async def handler(mocked: MagicMock) -> list[int]:
+        pending = get.asyncio(7)
+        counts = [mocked.call_count]
+        await pending
+        return [*counts, mocked.call_count]
+
+    with patch(f"{HERE}.get", return_value=0) as mocked:
+        assert asyncio.run(handler(mocked)) == [0, 1]
+    mocked.assert_called_once_with(7)
+
+
+def test_awaiting_a_patched_function_raises_its_side_effect() -> None:
+    async def handler() -> str:
+        try:
+            await get.asyncio(1)
+        except KeyError as e:
+            return f"caught {e!r}"
+        return "no error"
+
+    with patch(f"{HERE}.get", side_effect=KeyError("gone")) as mocked:
+        assert asyncio.run(handler()) == "caught KeyError('gone')"
+    mocked.assert_called_once_with(1)
+
+
+def test_iterable_side_effect_is_shared_with_asyncio() -> None:
+    async def handler() -> list[int]:
+        return [await get.asyncio(1), get(2), await get.asyncio(3)]
+
+    with patch(f"{HERE}.get", side_effect=[1, 2, 3]) as mocked:
+        assert asyncio.run(handler()) == [1, 2, 3]
+    assert mocked.call_count == 3
+
+
+def test_awaiting_a_patched_loader_load() -> None:
+    async def handler() -> list[Any]:
+        one = await users.load.asyncio(1)
+        # Concurrent awaits: each records its own call.
+        many = await asyncio.gather(users.load.asyncio(2), users.load.asyncio(3))
+        return [one, *many]
+
+    with patch.object(users, "load", side_effect=lambda k: k + 0.5) as mocked:
+        assert asyncio.run(handler()) == [1.5, 2.5, 3.5]
+    assert sorted(c.args[0] for c in mocked.call_args_list) == [1, 2, 3]
+    assert fetched == []
+    assert asyncio.run(users.load.asyncio(4)) == 40
+
+
+def test_awaiting_a_patched_loader_load_raises_its_side_effect() -> None:
+    async def handler() -> None:
+        await users.load.asyncio(1)
+
+    with (
+        patch.object(users, "load", side_effect=LookupError("no user 1")),
+        pytest.raises(LookupError, match="no user 1"),
+    ):
+        asyncio.run(handler())
+
+
+def test_awaiting_a_patched_method() -> None:
+    model = Model(1)
+
+    async def handler() -> list[int]:
+        return [await model.add.asyncio(2), await Model.twice.asyncio(3)]
+
+    with (
+        patch.object(Model, "add", return_value=100) as add,
+        patch.object(Model, "twice", side_effect=lambda x: x * 1000) as twice,
+    ):
+        assert asyncio.run(handler()) == [100, 3000]
+    add.assert_called_once_with(2)  # unittest.mock does not bind either
+    twice.assert_called_once_with(3)
+    assert asyncio.run(handler()) == [21, 6]
+
+
+def test_awaiting_an_autospecced_method_binds_and_checks_arguments() -> None:
+    model = Model(1)
+
+    async def handler() -> int:
+        return await model.add.asyncio(2)
+
+    async def wrong() -> int:
+        return await model.add.asyncio(2, 3)
+
+    with patch.object(Model, "add", autospec=True, return_value=7) as mocked:
+        assert asyncio.run(handler()) == 7
+        with pytest.raises(TypeError):
+            asyncio.run(wrong())
+    mocked.assert_called_once_with(model, 2)
+
+
+def test_awaiting_a_patched_pure_function() -> None:
+    async def handler() -> list[int]:
+        return [await pure_get.asyncio(1), await pure_get.asyncio(2)]
+
+    with patch(f"{HERE}.pure_get", side_effect=[ConstFuture(5), 6]) as mocked:
+        assert asyncio.run(handler()) == [5, 6]
+    assert mocked.call_args_list == [call(1), call(2)]
+
+
+def test_a_pure_mock_returning_a_real_task_is_run_when_awaited() -> None:
+    async def handler() -> int:
+        return await pure_get.asyncio(1)
+
+    with patch(f"{HERE}.pure_get", side_effect=lambda x: get.asynq(x + 1)) as mocked:
+        assert asyncio.run(handler()) == 20
+    mocked.assert_called_once_with(1)
+    assert fetched == [[2]]
+
+
+def test_new_function_answers_asyncio() -> None:
+    async def handler() -> int:
+        return await get.asyncio(4)
+
+    with patch(f"{HERE}.get", new=lambda x: x * 3):
+        assert asyncio.run(handler()) == 12
+
+
+def test_patch_started_inside_a_running_loop() -> None:
+    async def handler() -> tuple[int, int]:
+        with patch(f"{HERE}.get", return_value=8) as mocked:
+            value = await get.asyncio(1)
+        return value, mocked.call_count
+
+    assert asyncio.run(handler()) == (8, 1)
+
+
+def test_targets_without_asyncio_get_none_wired() -> None:
+    class OnlyAsynq:
+        """Something with .asynq but no .asyncio, like an older asynq function."""
+
+        def __call__(self, x: int) -> int:
+            return x
+
+        def asynq(self, x: int) -> FutureBase[int]:
+            return ConstFuture(x)
+
+    holder = type("Holder", (), {"f": OnlyAsynq()})
+    with patch.object(holder, "f", autospec=True) as mocked:
+        assert "asynq" in vars(mocked)
+        assert "asyncio" not in vars(mocked)
+
+
+# -- autospec of a cached function ----------------------------------------------------------------
+
+cache = Cache()
+
+
+@cache.cached()
+def cached_name(uid: int, *, upper: bool = False) -> Generator[Any, Any, str]:
+    value = yield users.load.asynq(uid)
+    return f"N{value}" if upper else f"n{value}"
+
+
+@cache.cached()
+@asynq()
+def cached_async(uid: int) -> Generator[Any, Any, int]:
+    value = yield users.load.asynq(uid)
+    return value
+
+
+class Repo:
+    @cache.cached()
+    def lookup(self, uid: int) -> Generator[Any, Any, int]:
+        value = yield users.load.asynq(uid)
+        return value
+
+
+@pytest.mark.parametrize("name", ["cached_name", "cached_async"])
+def test_autospec_of_a_cached_function_checks_the_wrapped_signature(name: str) -> None:
+    with patch(f"{HERE}.{name}", autospec=True, return_value="x") as mocked:
+        fn = globals()[name]
+        assert fn(1) == "x"
+        assert fn.asynq(2).value() == "x"
+        for bad in [(), (1, 2)]:
+            with pytest.raises(TypeError):
+                fn(*bad)
+            with pytest.raises(TypeError):
+                fn.asynq(*bad)
+        with pytest.raises(TypeError):
+            fn(1, nope=True)
+    assert mocked.call_args_list == [call(1), call(2)]
+
+
+def test_autospec_of_a_cached_function_keeps_keyword_arguments() -> None:
+    with patch(f"{HERE}.cached_name", autospec=True, return_value="x") as mocked:
+        assert cached_name(1, upper=True) == "x"
+        with pytest.raises(TypeError):
+            cached_name(1, True)  # type: ignore[call-arg]  # keyword-only
+    mocked.assert_called_once_with(1, upper=True)
+
+
+def test_autospec_of_a_cached_function_under_asyncio() -> None:
+    async def handler() -> str:
+        return await cached_name.asyncio(3)
+
+    async def wrong() -> str:
+        untyped: Any = cached_name  # the wrong call on purpose
+        return await untyped.asyncio(3, 4)  # type: ignore[no-any-return]
+
+    with patch(f"{HERE}.cached_name", autospec=True, return_value="y") as mocked:
+        assert asyncio.run(handler()) == "y"
+        with pytest.raises(TypeError):
+            asyncio.run(wrong())
+    mocked.assert_called_once_with(3)
+
+
+def test_autospec_of_a_cached_method_binds_the_instance() -> None:
+    repo = Repo()
+    with patch.object(Repo, "lookup", autospec=True, return_value=1) as mocked:
+        assert repo.lookup(5) == 1
+        assert repo.lookup.asynq(6).value() == 1
+        with pytest.raises(TypeError):
+            repo.lookup(5, 6)
+    assert mocked.call_args_list == [call(repo, 5), call(repo, 6)]

@@ -20,7 +20,8 @@ import pytest
 from pymemcache.client.base import Client
 
 from batchq import Loader, asynq
-from batchq.memcache import Cache, MemcachedServer, ServerError, ensure_memcached
+from batchq.memcache import Cache, ServerError
+from batchq.testing import MemcachedServer, find_memcached
 
 pytestmark = pytest.mark.memcached
 
@@ -30,9 +31,9 @@ KEYS = list(range(8))
 
 @pytest.fixture
 def server() -> Iterator[MemcachedServer]:
-    if ensure_memcached() is None:
+    if find_memcached() is None:
         pytest.skip("memcached is not installed; 'apt-get install memcached' to run this test")
-    srv = MemcachedServer()
+    srv = MemcachedServer().start()
     try:
         yield srv
     finally:

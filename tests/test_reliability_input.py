@@ -25,10 +25,10 @@ from batchq.memcache import (
     InvalidKeyError,
     KeyTypeError,
     LocalClient,
-    MemcachedServer,
     SerializationError,
     ValueTooLargeError,
 )
+from batchq.testing import MemcachedServer
 
 # -- invalid yields ---------------------------------------------------------------------------
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 import re
+import subprocess
+import sys
 from collections.abc import Generator
 from typing import Any
 
@@ -151,9 +155,36 @@ def test_failing_assert_rounds_lists_each_round() -> None:
 
 
 def test_failing_assert_max_rounds_lists_each_round() -> None:
-    expected = r"^expected at most 1 rounds, ran 2:\n  round 1: users"
+    expected = r"^expected at most 1 round, ran 2:\n  round 1: users"
     with pytest.raises(AssertionError, match=expected), assert_max_rounds(1):
         page([1])
+
+
+def test_messages_say_round_for_one_and_rounds_for_more() -> None:
+    with pytest.raises(AssertionError, match=r"^expected 1 round, ran 2:\n"), assert_rounds(1):
+        page([1])
+    with pytest.raises(AssertionError, match=r"^expected 2 rounds, ran 1:\n"), assert_rounds(2):
+        users.load(1)
+    with count_rounds() as one:
+        users.load(1)
+    assert one.describe() == "ran 1 round:\n  round 1: users (1 key: 1)"
+    with count_rounds() as two:
+        page([1])
+    assert two.describe().startswith("ran 2 rounds:\n")
+    assert count_rounds().describe() == "ran 0 rounds"
+
+
+@pytest.mark.parametrize("module", ["batchq.testing", "batchq.mock"])
+def test_dir_shows_only_the_public_names(module: str) -> None:
+    # In a fresh interpreter: under pytest, assertion rewriting adds names of its own.
+    code = (
+        f"import inspect, json, {module} as mod\n"
+        "print(json.dumps([n for n in dir(mod) if not n.startswith('_')"
+        " and not inspect.ismodule(getattr(mod, n))]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # Typing helpers (TypeVar, Any, annotations...) and imported modules stay out of sight.
+    assert sorted(json.loads(out.stdout)) == sorted(importlib.import_module(module).__all__)
 
 
 def test_a_round_with_several_sources_and_many_keys_is_truncated() -> None:

@@ -1,5 +1,6 @@
-"""batchq's memcached layer: the batched ``Cache``, key rules, serializers, an in-process client
-and test servers.
+"""batchq's memcached layer: the batched ``Cache``, key rules, serializers, an in-process client.
+
+memcached processes for tests live in :mod:`batchq.testing`.
 
 ``Cache`` (batched get/set through the scheduler) is the only part that needs batchq's core.
 """
@@ -12,11 +13,9 @@ from ._errors import CommandError as CommandError
 from ._errors import DeserializationError as DeserializationError
 from ._errors import InvalidKeyError as InvalidKeyError
 from ._errors import KeyTypeError as KeyTypeError
-from ._errors import MemcachedNotFoundError as MemcachedNotFoundError
 from ._errors import MemcacheError as MemcacheError
 from ._errors import SerializationError as SerializationError
 from ._errors import ServerError as ServerError
-from ._errors import ServerStartError as ServerStartError
 from ._errors import ValueTooLargeError as ValueTooLargeError
 from ._keys import MAX_KEY_LENGTH as MAX_KEY_LENGTH
 from ._keys import encode_key as encode_key
@@ -26,9 +25,6 @@ from ._serde import JsonSerde as JsonSerde
 from ._serde import PickleSerde as PickleSerde
 from ._serde import Serde as Serde
 from ._serde import check_value_size as check_value_size
-from ._server import MemcachedServer as MemcachedServer
-from ._server import ensure_memcached as ensure_memcached
-from ._server import find_memcached as find_memcached
 
 __all__ = [
     # the batched cache
@@ -56,10 +52,4 @@ __all__ = [
     "DeserializationError",
     "CommandError",
     "ServerError",
-    "ServerStartError",
-    "MemcachedNotFoundError",
-    # real memcached processes, for tests and benchmarks
-    "MemcachedServer",
-    "ensure_memcached",
-    "find_memcached",
 ]

@@ -1,4 +1,4 @@
-"""Test helpers: count the rounds a piece of code costs, and fail when it stops batching.
+"""Round assertions: count the rounds a piece of code costs, and fail when it stops batching.
 
 The batchq equivalent of an "assert number of queries" helper::
 
@@ -16,10 +16,10 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
-from ._core._batch import BatchBase, BatchItemBase
-from ._core._instruments import Instrument, RunStats, instruments
-from ._core._loop import Scheduler
-from ._core._runtime import get_active_task
+from .._core._batch import BatchBase, BatchItemBase
+from .._core._instruments import Instrument, RunStats, instruments
+from .._core._loop import Scheduler
+from .._core._runtime import get_active_task
 
 __all__ = [
     "BatchRecord",
@@ -29,7 +29,7 @@ __all__ = [
     "assert_max_rounds",
 ]
 
-F = TypeVar("F", bound=Callable[..., Any])
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 # How much of a round the failure message shows; a long listing hides the pattern it should show.
 _MAX_KEYS_SHOWN = 8
@@ -125,25 +125,25 @@ class RoundCounter(Instrument):
         """Fail, listing every round, unless exactly ``expected`` rounds ran so far."""
         _check_count("assert_rounds", expected)
         if self.stats.rounds != expected:
-            raise AssertionError(self.describe(f"expected {expected} rounds"))
+            raise AssertionError(self.describe(f"expected {_rounds(expected)}"))
 
     def assert_max_rounds(self, limit: int) -> None:
         """Fail, listing every round, if more than ``limit`` rounds ran so far."""
         _check_count("assert_max_rounds", limit)
         if self.stats.rounds > limit:
-            raise AssertionError(self.describe(f"expected at most {limit} rounds"))
+            raise AssertionError(self.describe(f"expected at most {_rounds(limit)}"))
 
     def describe(self, expectation: str = "") -> str:
         """The failure message: what was expected, what ran, and each round's batches and keys."""
         ran = self.stats.rounds
-        head = f"{expectation}, ran {ran}" if expectation else f"ran {ran} rounds"
+        head = f"{expectation}, ran {ran}" if expectation else f"ran {_rounds(ran)}"
         lines = [head + (":" if self.rounds else "")]
         for number, batches in enumerate(self.rounds, 1):
             listing = "; ".join(_describe_batch(b) for b in batches) or "(no batch left to flush)"
             lines.append(f"  round {number}: {listing}")
         if len(self.rounds) < ran:
             # Runs made while no instrument was installed cannot be listed.
-            lines.append(f"  ({ran - len(self.rounds)} rounds not recorded)")
+            lines.append(f"  ({_rounds(ran - len(self.rounds))} not recorded)")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -188,7 +188,7 @@ class _RoundsAssertion(contextlib.ContextDecorator):
     def _check(self, counter: RoundCounter) -> None:
         raise NotImplementedError
 
-    def __call__(self, func: F) -> F:
+    def __call__(self, func: _F) -> _F:
         if inspect.isgeneratorfunction(func):
             msg = (
                 f"{self._name}() cannot decorate the generator function {func!r}: it would "
@@ -228,6 +228,10 @@ def _check_count(name: str, n: object) -> None:
     if n < 0:
         msg = f"{name}() takes a number of rounds >= 0, got {n!r}"
         raise ValueError(msg)
+
+
+def _rounds(n: int) -> str:
+    return f"{n} round" if n == 1 else f"{n} rounds"
 
 
 def _source_name(batch: BatchBase) -> str:

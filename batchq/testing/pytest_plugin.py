@@ -3,51 +3,51 @@
 Fixtures:
 
 - ``memcached_server`` (session): a real memcached of our own on a free 127.0.0.1 port, stopped
-  when the session ends; the tests that use it are skipped, with the reason, only when no memcached
-  binary exists and none can be installed.
+  when the session ends. It never installs anything: when no memcached binary is found, the tests
+  that use it are skipped with a message naming the install command.
 - ``memcache_client``: a pymemcache client to that server, flushed before each test.
 - ``batchq_stats``: a :class:`batchq.testing.RoundCounter` recording every run of the test.
 
-Everything heavy is imported inside the fixtures, so that loading the plugin costs nothing and a
-project without pymemcache or memcached still runs its other tests.
+It registers the ``memcached`` marker, so projects using ``--strict-markers`` may mark their tests
+that need a real memcached. Loading it imports neither pymemcache nor ``batchq.memcache``: a project
+without them still runs its other tests.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
-if TYPE_CHECKING:
-    from .memcache import MemcachedServer
-    from .testing import RoundCounter
+from ._rounds import RoundCounter, count_rounds
+from ._server import MemcachedServer, _missing_message, find_memcached
 
 __all__ = ["memcached_server", "memcache_client", "batchq_stats"]
 
 # Generous: the machine may be busy, and a hung test is worse than a slow one.
 _CLIENT_TIMEOUT_SECONDS = 10.0
 
+_MARKER = "memcached: needs a real memcached server (batchq's memcached_server fixture starts one)"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``memcached`` marker (no PytestUnknownMarkWarning under --strict-markers)."""
+    config.addinivalue_line("markers", _MARKER)
+
 
 @pytest.fixture(scope="session")
 def memcached_server() -> Iterator[MemcachedServer]:
-    """A memcached process on 127.0.0.1 for the whole session; ``.address`` is ``(host, port)``."""
-    try:
-        from .memcache import _server
-    except ImportError as e:  # batchq.memcache needs pymemcache
-        pytest.skip(f"batchq.memcache cannot be imported ({e}); 'pip install pymemcache'")
-    binary = _server.ensure_memcached()
+    """A memcached process on 127.0.0.1 for the whole session; ``.address`` is ``(host, port)``.
+
+    Skips the test, naming the install command, when memcached is not installed.
+    """
+    binary = find_memcached()
     if binary is None:
-        pytest.skip(
-            "memcached is not installed and could not be installed (installing needs root and "
-            "apt-get); install it, e.g. 'apt-get install memcached', to run this test"
-        )
-    server = _server.MemcachedServer(binary=binary)
-    try:
+        pytest.skip(f"batchq's memcached_server fixture: {_missing_message()}")
+    with MemcachedServer(binary=binary) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -74,7 +74,5 @@ def memcache_client(memcached_server: MemcachedServer) -> Iterator[Any]:
 @pytest.fixture
 def batchq_stats() -> Iterator[RoundCounter]:
     """Records the rounds, batches and keys of every batchq run made during the test."""
-    from .testing import count_rounds
-
     with count_rounds() as counter:
         yield counter

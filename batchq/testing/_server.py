@@ -1,8 +1,12 @@
-"""Real memcached processes for tests and benchmarks.
+"""Real memcached processes for tests and benchmarks; never installs anything.
 
 A :class:`MemcachedServer` runs its own memcached on a free 127.0.0.1 port (never the system daemon,
 never UDP), so tests can run in parallel and fault tests can pause, resume or restart it without
-touching anything else. Every process is stopped at interpreter exit, even if the test forgot to.
+touching anything else. It starts on :meth:`~MemcachedServer.start` (or on entering ``with``), and
+every process still running is stopped at interpreter exit, even if the test forgot to.
+
+Installing memcached is the job of ``scripts/ensure-memcached.sh`` (``make test`` runs it) or of the
+system's package manager: :func:`find_memcached` and :func:`require_memcached` only look.
 """
 
 from __future__ import annotations
@@ -16,78 +20,89 @@ import subprocess
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import IO
 
-from ._errors import MemcachedNotFoundError, ServerStartError
+from .._core._errors import BatchqError
 
-__all__ = ["MemcachedServer", "ensure_memcached", "find_memcached"]
+__all__ = [
+    "MemcachedServer",
+    "find_memcached",
+    "require_memcached",
+    "MemcachedNotFoundError",
+    "ServerStartError",
+]
 
-_SEARCH_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin")
-# Where Debian's invoke-rc.d looks for a policy; exit code 101 means "do not start any service".
-_POLICY_RC_D = "/usr/sbin/policy-rc.d"
+_ENV_VAR = "BATCHQ_MEMCACHED"
+"""An environment variable naming the memcached binary to use (a path, or a name looked up on PATH).
+
+When set, it is the only place looked at: a wrong value makes memcached unavailable rather than
+silently using another binary.
+"""
+
+_INSTALL_HINT = (
+    "install it with 'apt-get install memcached' (Debian, Ubuntu), 'brew install memcached' "
+    f"(macOS) or 'bash scripts/ensure-memcached.sh' (a batchq checkout), or set {_ENV_VAR} "
+    "to the path of a memcached binary"
+)
+"""How to get memcached; part of every message saying it is missing."""
+
+_SEARCH_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin", "/opt/homebrew/bin")
 _PORT_ATTEMPTS = 10
 
 
+class MemcachedNotFoundError(BatchqError, FileNotFoundError):
+    """No memcached binary was found; the message says where it looked and how to install one."""
+
+
+class ServerStartError(BatchqError, RuntimeError):
+    """A test memcached process failed to start (or was used before starting); the message carries
+    its stderr."""
+
+
 def find_memcached() -> str | None:
-    """Return the path of a memcached binary (PATH first, then the usual dirs), or None."""
+    """The path of a memcached binary, or None; looks, never installs.
+
+    ``$BATCHQ_MEMCACHED`` when set (and only it), else ``PATH``, else the usual directories
+    (/usr/bin, /usr/sbin, /usr/local/bin, /opt/homebrew/bin).
+    """
+    configured = os.environ.get(_ENV_VAR)
+    if configured:
+        return _executable(configured) or shutil.which(configured)
     found = shutil.which("memcached")
     if found is not None:
         return found
     for directory in _SEARCH_DIRS:
-        candidate = os.path.join(directory, "memcached")
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+        candidate = _executable(os.path.join(directory, "memcached"))
+        if candidate is not None:
             return candidate
     return None
 
 
-def ensure_memcached(
-    *, run: Callable[[Sequence[str]], int] | None = None, policy_path: str = _POLICY_RC_D
-) -> str | None:
-    """Return a memcached binary, installing Debian's package when missing and possible.
-
-    Installs only as root with apt-get available, and never lets the package start the system
-    daemon (tests start their own servers on free ports). Returns None when memcached is still
-    unavailable. ``run`` and ``policy_path`` exist for tests.
-    """
+def require_memcached() -> str:
+    """The path of a memcached binary; raises :class:`MemcachedNotFoundError`, naming the install
+    command, when there is none."""
     found = find_memcached()
     if found is not None:
         return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return None
-    runner = run if run is not None else _run_quietly
-    created_policy = False
-    if not os.path.lexists(policy_path):
-        with open(policy_path, "w") as policy:
-            policy.write("#!/bin/sh\nexit 101\n")
-        os.chmod(policy_path, 0o755)
-        created_policy = True
-    try:
-        install = ["apt-get", "install", "-y", "-q", "memcached"]
-        if runner(install) != 0 and runner(["apt-get", "update", "-q"]) == 0:
-            runner(install)
-    finally:
-        if created_policy:
-            os.unlink(policy_path)
-    return find_memcached()
+    raise MemcachedNotFoundError(_missing_message())
 
 
-def _run_quietly(argv: Sequence[str]) -> int:
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    try:
-        completed = subprocess.run(
-            list(argv),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=600,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return 1
-    return completed.returncode
+def _missing_message() -> str:
+    """Where memcached was looked for, and how to get it."""
+    configured = os.environ.get(_ENV_VAR)
+    if configured:
+        where = f"{_ENV_VAR}={configured!r} is not an executable file or a command on PATH"
+    else:
+        where = "memcached is not installed (looked on PATH and in " + ", ".join(_SEARCH_DIRS) + ")"
+    return f"{where}; {_INSTALL_HINT}"
+
+
+def _executable(path: str) -> str | None:
+    if os.sep in path and os.path.isfile(path) and os.access(path, os.X_OK):
+        return path
+    return None
 
 
 def _free_port(host: str) -> int:
@@ -122,9 +137,11 @@ def _reap(process: subprocess.Popen[bytes], timeout: float, graceful: bool = Tru
 
 
 class MemcachedServer:
-    """A memcached process of our own on 127.0.0.1; started by the constructor.
+    """A memcached process of our own on 127.0.0.1, started by :meth:`start` or ``with``.
 
-    Use as a context manager, or call :meth:`stop`; a process left running is stopped at exit.
+    ``with MemcachedServer() as server:`` starts it and stops it at the end of the block;
+    ``server = MemcachedServer().start()`` starts it until :meth:`stop`. The constructor only
+    records the settings. A process left running is stopped at interpreter exit.
     """
 
     host = "127.0.0.1"
@@ -138,34 +155,52 @@ class MemcachedServer:
         start_timeout: float = 10.0,
         stop_timeout: float = 5.0,
     ) -> None:
-        found = binary if binary is not None else find_memcached()
-        if found is None:
-            msg = (
-                "no memcached binary found on PATH or in /usr/bin, /usr/sbin, /usr/local/bin; "
-                "install it (e.g. 'apt-get install memcached', or run scripts/ensure-memcached.sh) "
-                "or skip tests marked 'memcached'"
-            )
-            raise MemcachedNotFoundError(msg)
-        self.binary = found
+        self.binary = binary
+        """The memcached to run; None means :func:`require_memcached` finds one at start."""
         self.memory_mb = memory_mb
         self.extra_args = tuple(extra_args)
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.port = 0
+        """The port, chosen at the first start and kept by :meth:`restart`; 0 before."""
         self._process: subprocess.Popen[bytes] | None = None
         self._finalizer: (
             weakref.finalize[[subprocess.Popen[bytes], float], MemcachedServer] | None
         ) = None
         self._paused = False
-        self._start(port=None)
+
+    def start(self) -> MemcachedServer:
+        """Start the process on a free port and return this server, once it answers.
+
+        Raises :class:`MemcachedNotFoundError` (naming the install command) when no binary is
+        found, :class:`ServerStartError` when memcached does not start or already runs.
+        """
+        if self.running:
+            msg = f"{self!r} is already running; stop() it first, or call restart()"
+            raise ServerStartError(msg)
+        if self.binary is None:
+            self.binary = require_memcached()
+        self._start(self.binary, port=self.port or None)
+        return self
 
     def __repr__(self) -> str:
-        state = "paused" if self._paused else "running" if self.running else "stopped"
+        if self._paused:
+            state = "paused"
+        elif self.running:
+            state = "running"
+        else:
+            state = "stopped" if self.port else "not started"
         return f"<MemcachedServer {self.host}:{self.port} pid={self.pid} {state}>"
 
     @property
     def address(self) -> tuple[str, int]:
-        """``(host, port)``, the form pymemcache's ``Client`` takes."""
+        """``(host, port)``, the form pymemcache's ``Client`` takes; known once started."""
+        if not self.port:
+            msg = (
+                f"{self!r} has no address yet: it was never started; call start() first "
+                "(`server = MemcachedServer().start()`) or use `with MemcachedServer() as server:`"
+            )
+            raise ServerStartError(msg)
         return (self.host, self.port)
 
     @property
@@ -226,11 +261,17 @@ class MemcachedServer:
         self._paused = False
 
     def restart(self, *, graceful: bool = True) -> None:
-        """Stop and start again on the same port, with an empty cache (see :meth:`stop`)."""
+        """Stop and start again on the same port, with an empty cache (see :meth:`stop`).
+
+        A server never started is simply started.
+        """
         self.stop(graceful=graceful)
-        self._start(port=self.port)
+        self.start()
 
     def __enter__(self) -> MemcachedServer:
+        """Start the server (unless :meth:`start` did); the end of the ``with`` block stops it."""
+        if not self.running:
+            self.start()
         return self
 
     def __exit__(
@@ -243,20 +284,18 @@ class MemcachedServer:
 
     def _signal(self, signum: signal.Signals) -> None:
         if not self.running or self._process is None:
-            msg = (
-                f"cannot send {signum.name} to {self!r}: the process is not running; "
-                "call restart() first"
-            )
+            fix = "call restart() first" if self.port else "call start() first"
+            msg = f"cannot send {signum.name} to {self!r}: the process is not running; {fix}"
             raise ServerStartError(msg)
         self._process.send_signal(signum)
 
-    def _start(self, port: int | None) -> None:
+    def _start(self, binary: str, port: int | None) -> None:
         """Start memcached on ``port`` (or a free one), retrying while the port is taken."""
         last_error = ""
         for _ in range(_PORT_ATTEMPTS):
             chosen = port if port is not None else _free_port(self.host)
             with tempfile.TemporaryFile() as stderr:
-                process = self._spawn(chosen, stderr)
+                process = self._spawn(binary, chosen, stderr)
                 error = self._wait_ready(process, chosen, stderr)
             if error is None:
                 self.port = chosen
@@ -272,14 +311,14 @@ class MemcachedServer:
                 # sockets) instead of moving, since clients are configured with this port.
                 time.sleep(0.2)
         msg = (
-            f"memcached ({self.binary!r}) did not start on {self.host}:{port or 'a free port'}: "
+            f"memcached ({binary!r}) did not start on {self.host}:{port or 'a free port'}: "
             f"{last_error}"
         )
         raise ServerStartError(msg)
 
-    def _spawn(self, port: int, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
+    def _spawn(self, binary: str, port: int, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
         argv = [
-            self.binary,
+            binary,
             "-l",
             self.host,
             "-p",
@@ -299,7 +338,7 @@ class MemcachedServer:
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
             )
         except OSError as exc:
-            msg = f"could not run memcached {self.binary!r}: {exc}; check the path and permissions"
+            msg = f"could not run memcached {binary!r}: {exc}; check the path and permissions"
             raise ServerStartError(msg) from exc
 
     def _wait_ready(

@@ -148,7 +148,7 @@ def test_a_pages_reads_are_freed_by_reference_counting_not_left_in_cycles(
 ) -> None:
     import gc
 
-    from batchq.memcache._cache import CacheBatch, GetItem
+    from batchq.memcache._batch import CacheBatch, GetItem
 
     data = page_data()
     local.client.set_many({k: _packed(cache, k, v) for k, v in data.items()})

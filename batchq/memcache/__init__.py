@@ -5,9 +5,7 @@ and test servers.
 """
 
 from ._cache import Cache as Cache
-from ._cache import CachedFunction as CachedFunction
-from ._cache import CacheStats as CacheStats
-from ._cache import ServerStats as ServerStats
+from ._cached import CachedFunction as CachedFunction
 from ._errors import CommandError as CommandError
 from ._errors import DeserializationError as DeserializationError
 from ._errors import InvalidKeyError as InvalidKeyError
@@ -29,6 +27,8 @@ from ._serde import check_value_size as check_value_size
 from ._server import MemcachedServer as MemcachedServer
 from ._server import ensure_memcached as ensure_memcached
 from ._server import find_memcached as find_memcached
+from ._stats import CacheStats as CacheStats
+from ._stats import ServerStats as ServerStats
 
 __all__ = [
     # the batched cache

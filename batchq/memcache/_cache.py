@@ -27,6 +27,7 @@ from . import _pymemcache
 from ._batch import CacheBatch, GetItem, WriteItem, _Hit, _Write, settle
 from ._cached import _CacheDecorator
 from ._envelope import check_client_serdes, decode_reads, pack, unpack
+from ._errors import DeserializationError
 from ._keys import _FORBIDDEN_BYTES, MAX_KEY_LENGTH, encode_key
 from ._local import LocalClient
 from ._routing import Servers, _Job
@@ -243,7 +244,11 @@ class Cache:
                 self._counters.overlay_hits += 1
                 if stored is None:
                     return _Hit(None, False)
-                return _Hit(self._unpack(key, stored), True)
+                try:
+                    return _Hit(self._unpack(key, stored), True)
+                except DeserializationError as e:
+                    # Fails the read that waits on it, like a value read from the server.
+                    return _Hit(None, False, e)
         batch = self._batch()
         item = batch.reads.get(raw)
         if item is None:

@@ -65,7 +65,24 @@ def unpack(serde: Serde, key: str | bytes, stored: Any) -> Any:
         )
         raise DeserializationError(msg)
     flags = int.from_bytes(stored[_MAGIC_LEN:HEADER], "big")
-    return serde.deserialize(key, stored[HEADER:], flags)
+    try:
+        return serde.deserialize(key, stored[HEADER:], flags)
+    except DeserializationError:
+        raise
+    except Exception as e:
+        raise _serde_failed(serde, key, stored, e) from e
+
+
+def _serde_failed(serde: Serde, key: str | bytes, stored: bytes, error: Exception) -> Exception:
+    """The DeserializationError for a serde that raised its own error reading one value."""
+    data = stored[HEADER:]
+    head = repr(data[:40]) + ("..." if len(data) > 40 else "")
+    msg = (
+        f"memcache key {key!r} holds {len(data)} bytes ({head}) that the serde {serde!r} cannot "
+        f"read: {type(error).__name__}: {error}; another writer or another version of the serde "
+        "stored it: delete the key, or make the serde read it (only this key failed)"
+    )
+    return DeserializationError(msg)
 
 
 def decode_reads(
@@ -96,6 +113,13 @@ def decode_reads(
             decode_errors += 1
             read._value = None
             read._error = e
+            continue
+        except Exception as e:
+            # The serde's own error: it fails this key only, never the rest of the round.
+            decode_errors += 1
+            read._value = None
+            read._error = _serde_failed(serde, read.key, stored, e)
+            read._error.__cause__ = e
             continue
         read.hit = True
         read._value = value

@@ -32,7 +32,7 @@ _ROUTE_MEMO_SIZE: Final = 100_000
 class _Node:
     """One server as the Cache talks to it (plain client, or one server of a HashClient)."""
 
-    __slots__ = ("name", "client", "hash_client", "retrying")
+    __slots__ = ("name", "client", "hash_client", "retrying", "lock")
 
     def __init__(
         self,
@@ -45,9 +45,19 @@ class _Node:
         self.client = client
         self.hash_client = hash_client
         self.retrying = retrying
+        # One call at a time on a connection that is not safe to share between threads.
+        self.lock = _pymemcache.connection_lock(client) if client is not None else None
 
     def _call(self, op: str, *args: Any) -> Any:
         func = getattr(self.client, op)
+        lock = self.lock
+        if lock is not None:
+            unlocked = func
+
+            def func(*a: Any) -> Any:
+                with lock:
+                    return unlocked(*a)
+
         hc = self.hash_client
         if hc is not None:
             # Through HashClient's own bookkeeping, so its retry and dead-server handling stay
@@ -211,8 +221,18 @@ class Servers:
             if job is None:
                 job = jobs[0] = _Job(single)
             return dict.fromkeys(raws, job)
-        out: dict[bytes, _Job] = {}
         retrying, hc = _pymemcache.unwrap_retrying(self.client)
+        with _pymemcache.route_lock(hc):
+            return self._route_hashed(raws, jobs, retrying, hc)
+
+    def _route_hashed(
+        self,
+        raws: Iterable[bytes],
+        jobs: dict[int, _Job],
+        retrying: RetryingClient | None,
+        hc: HashClient,
+    ) -> dict[bytes, _Job]:
+        out: dict[bytes, _Job] = {}
         version, get_node, clients = _pymemcache.route_table(hc)
         if version != self._route_version or len(self._route_memo) > _ROUTE_MEMO_SIZE:
             self._route_memo = {}

@@ -28,7 +28,7 @@ from ._batch import CacheBatch, GetItem, WriteItem, _Hit, _Write, settle
 from ._cached import _CacheDecorator
 from ._envelope import check_client_serdes, decode_reads, pack, unpack
 from ._errors import DeserializationError
-from ._keys import _FORBIDDEN_BYTES, MAX_KEY_LENGTH, encode_key
+from ._keys import _FORBIDDEN_BYTES, _HASH_MARK, MAX_KEY_LENGTH, encode_key
 from ._local import LocalClient
 from ._routing import Servers, _Job
 from ._run import peek_run_state, run_state
@@ -152,7 +152,7 @@ class Cache:
         self.name = name if name is not None else f"Cache({_pymemcache.describe_client(client)})"
         # Checked keys: the same keys come back every page, and checking costs more than a lookup.
         self._key_memo: dict[str | bytes, bytes] = {}
-        self._servers = Servers(client, max_batch_size)
+        self._servers = Servers(client, max_batch_size, miss=on_error == "miss")
         self._counters = _Counters()
         self._stats_lock = threading.Lock()
         self.get = _Op(self._get_asynq, f"{self.name}.get")
@@ -201,7 +201,11 @@ class Cache:
             # The common new key, checked with C calls only: printable ASCII of a valid length.
             raw = key.encode("ascii")
             size = len(raw)
-            if 0 < size <= self._key_room and len(raw.translate(None, _FORBIDDEN_BYTES)) == size:
+            if (
+                0 < size <= self._key_room
+                and len(raw.translate(None, _FORBIDDEN_BYTES)) == size
+                and not (self.hash_long_keys and raw.startswith(_HASH_MARK))
+            ):
                 raw = self.key_prefix + raw
                 if len(memo) >= _KEY_MEMO_SIZE:
                     memo.clear()

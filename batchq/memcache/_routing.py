@@ -135,7 +135,7 @@ class _Job:
         # dead server costs one timeout per round, not one per chunk.
         self.error: BaseException | None = None
 
-    def run(self, size: int, counts: list[int]) -> None:
+    def run(self, size: int, counts: list[int], miss: bool) -> None:
         node = self.node
         try:
             for ttl, values in self.sets.items():
@@ -153,21 +153,30 @@ class _Job:
                 self.found.update(node.get_many(chunk))
         except Exception as e:
             counts[4] += 1
-            self.error = as_server_error(node, e)
+            self.error = as_server_error(node, e, miss)
             return
         if self.settle is not None and self.reads:
             self.settled = self.settle(self)
 
 
-def as_server_error(node: _Node, error: Exception) -> BaseException:
-    """A fault of the server as a ServerError naming it; anything else (a bug) unchanged."""
+def as_server_error(node: _Node, error: Exception, miss: bool) -> BaseException:
+    """A fault of the server as a ServerError naming it; anything else (a bug) unchanged.
+
+    ``miss``: the Cache has on_error="miss", so the message (logged, not raised) says what
+    happened to the keys instead of advising the setting already in use.
+    """
     if isinstance(error, ServerError):
         return error
     if isinstance(error, (OSError, PymemcacheError)):
+        then = (
+            "its reads are misses and its writes failed in this round (on_error='miss'); "
+            "check the server"
+            if miss
+            else "check the server; with on_error='miss' its keys would count as misses instead"
+        )
         msg = (
             f"memcached server {node.name} failed: {type(error).__name__}: {error}; it is down, "
-            "refusing connections or slower than the client's timeout. Check the server; with "
-            "on_error='miss' its keys count as misses instead"
+            f"refusing connections or slower than the client's timeout: {then}"
         )
         wrapped = ServerError(msg)
         wrapped.__cause__ = error
@@ -186,9 +195,10 @@ def _route_key(raw: bytes) -> str | bytes:
 class Servers:
     """The servers behind one Cache: routes a round's keys to jobs and runs the jobs."""
 
-    def __init__(self, client: Any, max_batch_size: int) -> None:
+    def __init__(self, client: Any, max_batch_size: int, miss: bool) -> None:
         self.client = client
         self.max_batch_size = max_batch_size
+        self.miss = miss  # on_error="miss"
         self._nodes: dict[int, _Node] = {}
         # HashClient routing is pure-Python murmur3 per key and server: remember it while the
         # set of live servers stays the same.
@@ -268,18 +278,19 @@ class Servers:
     def run(self, jobs: dict[int, _Job], counts: dict[int, list[int]]) -> None:
         """Run every job: the calling thread takes one, the pool the others."""
         size = self.max_batch_size
+        miss = self.miss
         if len(jobs) == 1:
             for ident, job in jobs.items():
-                job.run(size, counts[ident])
+                job.run(size, counts[ident], miss)
             return
         pool = self._thread_pool()
         running: list[ThreadFuture[None]] = []
         items = list(jobs.items())
         # The calling thread takes one server itself instead of waiting idle.
         for ident, job in items[1:]:
-            running.append(pool.submit(job.run, size, counts[ident]))
+            running.append(pool.submit(job.run, size, counts[ident], miss))
         first_ident, first = items[0]
-        first.run(size, counts[first_ident])
+        first.run(size, counts[first_ident], miss)
         for fut in running:
             fut.result()  # job.run catches everything; this only waits
 

@@ -155,7 +155,8 @@ def make_keyer(fn: Any, custom: Callable[..., str | bytes] | None) -> _Keyer:
 
         return custom_key
     module = getattr(fn, "__module__", None) or "?"
-    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    qualname = getattr(fn, "__qualname__", None)
+    _check_nameable(fn, module, qualname)
     head = f"{module}:{qualname}"
     try:
         sig: inspect.Signature | None = inspect.signature(fn)
@@ -189,6 +190,35 @@ def make_keyer(fn: Any, custom: Callable[..., str | bytes] | None) -> _Keyer:
         return f"{head[:120]}:#{hashlib.sha256(encoded).hexdigest()}"
 
     return default_key
+
+
+def _check_nameable(fn: Any, module: str, qualname: str | None) -> None:
+    """Refuse a function whose ``module:qualname`` does not name it alone.
+
+    Every function one factory makes shares one qualname (``make.<locals>.inner``), and so does
+    every lambda of a module: their default keys would be the same, and each would read the
+    others' values.
+    """
+    if not isinstance(qualname, str):
+        why = "has no __qualname__ to name it by"
+    elif "<lambda>" in qualname:
+        why = "is a lambda, and every lambda of its module shares the name '<lambda>'"
+    elif "<locals>" in qualname:
+        outer = qualname.rsplit(".<locals>.", 1)[0]
+        why = (
+            f"is defined inside {outer}(), and every function made by a call of {outer}() "
+            f"shares the name {qualname!r}, whatever its closure holds"
+        )
+    else:
+        return
+    shown = qualname if isinstance(qualname, str) else repr(fn)
+    msg = (
+        f"cache.cached() cannot make a default key for {module}.{shown}: it {why}, so calls of "
+        "different functions would read each other's cached values. Pass key= with what tells "
+        "them apart, e.g. @cache.cached(key=lambda user_id: f'profile:{user_id}'), or define the "
+        "function at module or class level"
+    )
+    raise TypeError(msg)
 
 
 class _Unencodable(Exception):

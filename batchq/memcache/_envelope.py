@@ -9,6 +9,7 @@ Cache was told every writer is trusted: :func:`check_client_serdes`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from pymemcache import serde as pymemcache_serde
@@ -86,7 +87,7 @@ def _serde_failed(serde: Serde, key: str | bytes, stored: bytes, error: Exceptio
 
 
 def decode_reads(
-    serde: Serde, pairs: Any, found: dict[bytes, Any], count: int
+    serde: Serde, pairs: Iterable[tuple[bytes, GetItem]], found: dict[bytes, Any], count: int
 ) -> tuple[int, int, int]:
     """Settle each ``(raw key, GetItem)`` of ``pairs`` (``count`` of them) from the ``found``
     values of its server; returns (hits, misses, decode errors)."""
@@ -94,7 +95,6 @@ def decode_reads(
     get = found.get
     deserialize = serde.deserialize
     from_bytes = int.from_bytes
-    read: GetItem
     for raw, read in pairs:
         # Direct slot writes: each read of a batch is settled exactly once, here.
         stored = get(raw, _ABSENT)

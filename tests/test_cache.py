@@ -3,6 +3,7 @@ key and value rules, client serde checks, and faults injected in front of a real
 
 from __future__ import annotations
 
+import functools
 import logging
 import pickle
 import subprocess
@@ -148,7 +149,7 @@ def test_a_pages_reads_are_freed_by_reference_counting_not_left_in_cycles(
 ) -> None:
     import gc
 
-    from batchq.memcache._cache import CacheBatch, GetItem
+    from batchq.memcache._batch import CacheBatch, GetItem
 
     data = page_data()
     local.client.set_many({k: _packed(cache, k, v) for k, v in data.items()})
@@ -227,7 +228,7 @@ def test_cached_batches_lookups_computes_misses_and_writes_back(
 ) -> None:
     computed: list[int] = []
 
-    @cache.cached(ttl=60)
+    @cache.cached(ttl=60, key=lambda x: f"square:{x}")
     @batchq.asynq()
     def square(x: int) -> Any:
         computed.append(x)
@@ -255,7 +256,7 @@ def test_cached_batches_lookups_computes_misses_and_writes_back(
 def test_cached_none_is_a_hit(cache: Cache) -> None:
     calls: list[int] = []
 
-    @cache.cached()
+    @cache.cached(key=lambda x: f"nothing:{x}")
     def nothing(x: int) -> None:
         calls.append(x)
 
@@ -269,11 +270,11 @@ def test_cached_functions_may_yield_other_cached_functions(cache: Cache, local: 
     fetched: list[list[int]] = []
     rows = batchq.Loader(lambda ids: fetched.append(ids) or [source[i] for i in ids])
 
-    @cache.cached()
+    @cache.cached(key=lambda i: f"row:{i}")
     def row(i: int) -> Any:
         return (yield rows.load.asynq(i))
 
-    @cache.cached()
+    @cache.cached(key=lambda i: f"pair:{i}")
     def pair(i: int) -> Any:
         a, b = yield row.asynq(i), row.asynq(i + 1)
         return [a, b]
@@ -293,12 +294,12 @@ def test_cached_functions_may_yield_other_cached_functions(cache: Cache, local: 
 
 
 def test_cached_plain_generator_and_pure_functions(cache: Cache) -> None:
-    @cache.cached()
+    @cache.cached(key=lambda x: f"gen:{x}")
     def gen(x: int) -> Any:
         y = yield batchq.ConstFuture(x + 1)
         return y
 
-    @cache.cached()
+    @cache.cached(key=lambda x: f"pure:{x}")
     @batchq.asynq(pure=True)
     def pure(x: int) -> Any:
         return x * 3
@@ -313,7 +314,7 @@ def test_cached_plain_generator_and_pure_functions(cache: Cache) -> None:
 def test_errors_are_not_cached(cache: Cache) -> None:
     attempts: list[int] = []
 
-    @cache.cached()
+    @cache.cached(key=lambda x: f"flaky:{x}")
     def flaky(x: int) -> int:
         attempts.append(x)
         if len(attempts) == 1:
@@ -339,11 +340,28 @@ def test_custom_key_and_methods(cache: Cache) -> None:
     assert cache.get("repo:a:1") == "a-1"
 
 
-def test_default_key_is_stable_across_processes_and_normalises_arguments(cache: Cache) -> None:
-    @cache.cached()
-    def f(a: Any, b: Any = 2, *rest: Any, **kw: Any) -> None:
-        return None
+# Default keys name a function by module:qualname, so only module- and class-level functions have
+# them (see test_default_keys_refuse_functions_that_share_their_name).
 
+
+def keyed(a: Any, b: Any = 2, *rest: Any, **kw: Any) -> None:
+    return None
+
+
+def upper(text: str) -> str:
+    return text.upper()
+
+
+def one(x: Any) -> Any:
+    return 1
+
+
+def as_pair(x: int) -> Any:
+    return (x, x)  # a tuple would come back a list through JSON
+
+
+def test_default_key_is_stable_across_processes_and_normalises_arguments(cache: Cache) -> None:
+    f = cache.cached()(keyed)
     key = f.cache_key(1, 2, "x", z=[1.5, None], y={"k": (b"\x01",)})
     assert key == f.cache_key(a=1, b=2) or key != f.cache_key(a=1)  # sanity: deterministic
     assert f.cache_key(1) == f.cache_key(a=1) == f.cache_key(1, 2)
@@ -377,10 +395,35 @@ def test_default_key_is_stable_across_processes_and_normalises_arguments(cache: 
     assert other.stdout.strip() == key
 
 
+def test_default_keys_refuse_functions_that_share_their_name(cache: Cache) -> None:
+    # Every function one factory makes is 'make.<locals>.times', and every lambda '<lambda>': with
+    # default keys, triple(5) read double(5)'s cached 10.
+    def make(factor: int) -> Any:
+        def times(x: int) -> int:
+            return x * factor
+
+        return times
+
+    with pytest.raises(TypeError, match=r"make\.<locals>\.times: it is defined inside") as info:
+        cache.cached()(make(2))
+    assert "key=" in str(info.value)
+    assert f"{__name__}.test_default_keys_refuse" in str(info.value)
+    with pytest.raises(TypeError, match=r"<lambda>: it is a lambda.*key="):
+        cache.cached()(lambda x: x * 3)
+    with pytest.raises(TypeError, match=r"no __qualname__.*key="):
+        cache.cached()(functools.partial(keyed, 1))
+
+    def cached_times(factor: int) -> Any:
+        return cache.cached(key=lambda x: f"times:{factor}:{x}")(make(factor))
+
+    double, triple = cached_times(2), cached_times(3)
+    assert double(5) == 10
+    assert triple(5) == 15
+    assert double(5) == 10
+
+
 def test_default_key_hashes_long_or_spaced_arguments(cache: Cache) -> None:
-    @cache.cached()
-    def f(text: str) -> str:
-        return text.upper()
+    f = cache.cached()(upper)
 
     long_key = f.cache_key("x" * 500)
     spaced = f.cache_key("a b\r\nflush_all")
@@ -395,9 +438,7 @@ def test_default_key_hashes_long_or_spaced_arguments(cache: Cache) -> None:
 
 
 def test_default_key_refuses_arguments_without_a_stable_encoding(cache: Cache) -> None:
-    @cache.cached()
-    def f(x: Any) -> Any:
-        return 1
+    f = cache.cached()(one)
 
     with pytest.raises(TypeError, match=r"argument x=<object object at .*key=lambda"):
         f(object())
@@ -415,9 +456,7 @@ def test_cached_refuses_bad_options(cache: Cache) -> None:
 
 
 def test_cached_refuses_a_result_the_serde_cannot_store(cache: Cache) -> None:
-    @cache.cached()
-    def f(x: int) -> Any:
-        return (x, x)  # a tuple would come back a list through JSON
+    f = cache.cached()(as_pair)
 
     with pytest.raises(SerializationError, match=r"tuple.*PickleSerde"):
         f(1)
@@ -570,7 +609,7 @@ def test_a_dead_server_makes_misses_recomputes_and_is_counted(
     cache = Cache(flaky)
     computed: list[int] = []
 
-    @cache.cached()
+    @cache.cached(key=lambda x: f"f:{x}")
     def f(x: int) -> int:
         computed.append(x)
         return x + 100
@@ -588,6 +627,16 @@ def test_a_dead_server_makes_misses_recomputes_and_is_counted(
     assert stats.servers["local:0"].errors == 4  # every request that reached the dead server
     assert "local:0" in caplog.text
     assert "ConnectionRefusedError" in caplog.text
+    # The log says what happened under on_error='miss', not to switch to it (issue 14).
+    assert "reads are misses and its writes failed in this round (on_error='miss')" in caplog.text
+    assert "with on_error='miss'" not in caplog.text
+
+
+def test_a_dead_server_under_on_error_raise_names_the_alternative() -> None:
+    flaky = Flaky(LocalClient(), ConnectionRefusedError(111, "Connection refused"))
+    cache = Cache(flaky, on_error="raise")
+    with pytest.raises(ServerError, match="with on_error='miss' its keys would count as misses"):
+        cache.get("k")
     flaky.error = None
     assert cache.set("k", 1) is True
     assert cache.get("k") == 1

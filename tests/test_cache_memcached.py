@@ -117,7 +117,7 @@ def test_a_server_killed_mid_run_means_misses_then_recovery(
     source_reads: list[int] = []
     victim = servers3[1]
 
-    @cache.cached()
+    @cache.cached(key=lambda i: f"row:{i}")
     def row(i: int) -> Any:
         source_reads.append(i)
         return {"row": i}

@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,34 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from batchq.memcache import MAX_KEY_LENGTH, InvalidKeyError, KeyTypeError, encode_key
+from batchq.memcache import (
+    MAX_KEY_LENGTH,
+    Cache,
+    InvalidKeyError,
+    KeyTypeError,
+    LocalClient,
+    encode_key,
+)
+from batchq.memcache._keys import _UNICODE_FORBIDDEN
 
 FORBIDDEN = [*range(0x21), 0x7F]
 
 
 def _is_valid_wire_key(raw: bytes) -> bool:
     return 0 < len(raw) <= MAX_KEY_LENGTH and not any(byte in FORBIDDEN for byte in raw)
+
+
+def _is_unicode_space_or_control(char: str) -> bool:
+    return char.isspace() or unicodedata.category(char) in ("Cc", "Zs", "Zl", "Zp")
+
+
+def _has_unicode_space(raw: bytes) -> bool:
+    """Whether the UTF-8 text of a key holds a non-ASCII whitespace or control character."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False  # binary: only its bytes are checked
+    return any(ord(c) > 0x7F and _is_unicode_space_or_control(c) for c in text)
 
 
 @pytest.mark.parametrize(
@@ -54,6 +76,37 @@ def test_whitespace_and_control_bytes_are_refused(key: str | bytes) -> None:
         encode_key(key)
     assert repr(key) in str(info.value)
     assert "hash_long_keys=True" in str(info.value)
+
+
+UNICODE_SPACES = ["\u0085", "\u00a0", "\u2028", "\u2029", "\u3000", "\u1680", "\u202f", "\x9f"]
+
+
+@pytest.mark.parametrize("char", UNICODE_SPACES)
+def test_unicode_whitespace_and_control_characters_are_refused(char: str) -> None:
+    for key in (f"user{char}1", f"user{char}1".encode()):
+        with pytest.raises(InvalidKeyError, match="whitespace or control characters") as info:
+            encode_key(key)
+        assert f"U+{ord(char):04X}" in str(info.value)
+        assert "hash_long_keys=True" in str(info.value)
+        hashed = encode_key(key, hash_long_keys=True)
+        assert hashed == b"h:" + hashlib.sha256(f"user{char}1".encode()).hexdigest().encode()
+    with pytest.raises(InvalidKeyError, match=f"U\\+{ord(char):04X}"):
+        Cache(LocalClient()).get(f"k{char}")
+
+
+def test_the_unicode_check_is_exactly_whitespace_and_control_characters() -> None:
+    expected = {c for c in range(0x80, 0x110000) if _is_unicode_space_or_control(chr(c))}
+    found = {c for c in range(0x80, 0x110000) if _UNICODE_FORBIDDEN.match(chr(c))}
+    assert found == expected
+
+
+@pytest.mark.parametrize(
+    "key", ["caf\u00e9", "\U0001f468\u200d\U0001f469\u200d\U0001f467", "\u00ff"]
+)
+def test_other_unicode_keys_and_binary_keys_are_accepted(key: str) -> None:
+    # The zero-width joiner (a format character) is part of ordinary emoji.
+    assert encode_key(key) == key.encode()
+    assert encode_key(b"\xc2") == b"\xc2"  # not UTF-8: binary, checked byte by byte
 
 
 def test_long_key_names_its_length_and_the_fix() -> None:
@@ -108,6 +161,24 @@ class TestHashing:
         assert hashed == b"p:h:" + hashlib.sha256(key.encode()).hexdigest().encode()
         assert _is_valid_wire_key(hashed)
 
+    def test_no_plain_key_can_name_a_hashed_one(self) -> None:
+        long_key = "x" * 300
+        lookalike = "h:" + hashlib.sha256(long_key.encode()).hexdigest()
+        assert encode_key(lookalike, hash_long_keys=True) != encode_key(
+            long_key, hash_long_keys=True
+        )
+        assert encode_key(lookalike, hash_long_keys=True) == (
+            b"h:" + hashlib.sha256(lookalike.encode()).hexdigest().encode()
+        )
+        assert encode_key(lookalike) == lookalike.encode()  # without hashing, a plain key
+        for client in (LocalClient(hash_long_keys=True), LocalClient()):
+            cache = Cache(client, hash_long_keys=True)
+            assert cache.set(long_key, "long") is True
+            assert cache.get(lookalike) is None
+            assert cache.set(lookalike, "lookalike") is True
+            assert cache.get(long_key) == "long"
+            assert cache.get(lookalike) == "lookalike"
+
     def test_prefix_too_long_for_the_hash_is_refused(self) -> None:
         prefix = b"p" * (MAX_KEY_LENGTH - 60)
         with pytest.raises(InvalidKeyError, match="too long to leave room for a hashed key"):
@@ -150,12 +221,15 @@ def test_accepted_keys_are_exactly_the_valid_ones(key: str | bytes, prefix: byte
     try:
         encoded = encode_key(key, prefix)
     except InvalidKeyError:
-        assert not _is_valid_wire_key(prefix + raw) or (
-            isinstance(key, str) and any(0xD800 <= ord(c) <= 0xDFFF for c in key)
+        assert (
+            not _is_valid_wire_key(prefix + raw)
+            or _has_unicode_space(raw)
+            or (isinstance(key, str) and any(0xD800 <= ord(c) <= 0xDFFF for c in key))
         )
     else:
         assert encoded == prefix + raw
         assert _is_valid_wire_key(encoded)
+        assert not _has_unicode_space(raw)
 
 
 @given(key=keys, prefix=prefixes)
@@ -168,6 +242,8 @@ def test_hashing_always_yields_a_valid_injective_key(key: str | bytes, prefix: b
     raw = key.encode() if isinstance(key, str) else key
     # Distinct keys stay distinct: either the key itself, or a hash of it.
     assert encoded in (prefix + raw, prefix + b"h:" + hashlib.sha256(raw).hexdigest().encode())
+    if encoded == prefix + raw:
+        assert not raw.startswith(b"h:")  # the hashed form is reserved for hashes
 
 
 ascii_keys = st.one_of(
@@ -182,6 +258,8 @@ ascii_keys = st.one_of(
 @example(key="x" * 247, prefix=b"", hashing=False)  # 250 bytes only with the client's prefix
 @example(key="a b", prefix=b"", hashing=False)
 @example(key="", prefix=b"", hashing=True)
+@example(key="h:abc", prefix=b"", hashing=True)  # the hash mark: hashed, never plain
+@example(key="h:abc", prefix=b"", hashing=False)
 def test_a_caches_fast_path_encodes_as_encode_key_does(
     key: str, prefix: bytes, hashing: bool
 ) -> None:

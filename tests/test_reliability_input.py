@@ -301,7 +301,7 @@ def test_a_cached_result_too_large_to_store_is_returned_uncached_and_not_sent(
     client = CountingClient()
     cache = Cache(client)
 
-    @cache.cached()
+    @cache.cached(key=lambda n: f"render:n={n}")
     def render(n: int) -> str:
         return "x" * n
 

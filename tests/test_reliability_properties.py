@@ -446,7 +446,7 @@ class Harness:
         self.node_task = node_task
         self.cache = Cache(RecordingClient(self), name="cache")
 
-        @self.cache.cached()
+        @self.cache.cached(key=lambda uid, source, key: f"load:uid={uid},{source}:{key}")
         def cached_load(uid: int, source: str, key: int) -> Generator[Any, Any, Any]:
             return list((yield harness.loaders[source].load.asynq(key)))
 

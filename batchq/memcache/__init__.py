@@ -6,9 +6,7 @@ memcached processes for tests live in :mod:`batchq.testing`.
 """
 
 from ._cache import Cache as Cache
-from ._cache import CachedFunction as CachedFunction
-from ._cache import CacheStats as CacheStats
-from ._cache import ServerStats as ServerStats
+from ._cached import CachedFunction as CachedFunction
 from ._errors import CommandError as CommandError
 from ._errors import DeserializationError as DeserializationError
 from ._errors import InvalidKeyError as InvalidKeyError
@@ -25,6 +23,8 @@ from ._serde import JsonSerde as JsonSerde
 from ._serde import PickleSerde as PickleSerde
 from ._serde import Serde as Serde
 from ._serde import check_value_size as check_value_size
+from ._stats import CacheStats as CacheStats
+from ._stats import ServerStats as ServerStats
 
 __all__ = [
     # the batched cache

@@ -6,55 +6,43 @@ round, per server, writes are sent before reads, so a read sees a write of the s
 per-run overlay makes a read issued after a write in the same run return that write even before it
 is flushed (and even if it failed), so code reads its own writes.
 
-Values travel in a small envelope (a marker, the serde's flags, the serde's bytes) because
-pymemcache clients drop the flags on ``get_many``: the Cache serializes, the client only moves
-bytes. The default serde is :class:`JsonSerde`, which never unpickles.
-
-With a ``HashClient`` the keys of a round are grouped by the server pymemcache's hashing picks and
-the servers are asked concurrently from a small thread pool owned by the Cache, so a round costs
-the slowest server, not the sum.
+This module is the Cache and its operations. The rest of its work lives beside it, one job per
+module: ``_batch`` (a round's batch and items, and how they settle), ``_run`` (the per-run
+read-your-writes memory and in-flight cached calls), ``_routing`` (routing keys to servers and the
+worker threads), ``_envelope`` (how values are stored), ``_cached`` (cached functions and their
+keys), ``_stats`` (counters) and ``_pymemcache`` (every use of pymemcache's internals).
 """
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-import json
-import logging
 import threading
-import weakref
 from collections.abc import Callable, Generator, Iterable, Mapping
-from concurrent.futures import Future as ThreadFuture
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Final, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Final, Generic, Literal, ParamSpec, TypeVar
 
-from pymemcache import serde as pymemcache_serde
-from pymemcache.client.hash import HashClient
-from pymemcache.client.retrying import RetryingClient
-from pymemcache.exceptions import MemcacheError as PymemcacheError
-
-from batchq._core._batch import BatchBase, BatchItemBase
 from batchq._core._futures import NOT_COMPUTED, FutureBase
-from batchq._core._loop import Scheduler, get_scheduler, run_sync
-from batchq._core._runtime import current_run, current_scheduler, run_of
+from batchq._core._loop import get_scheduler, run_sync
+from batchq._core._runtime import current_scheduler, run_of
 from batchq._core._task import AsyncTask
-from batchq._decorators import AsyncFunction
 
-from ._errors import DeserializationError, SerializationError, ServerError, ValueTooLargeError
-from ._keys import _FORBIDDEN_BYTES, MAX_KEY_LENGTH, encode_key
+from . import _pymemcache
+from ._batch import CacheBatch, GetItem, WriteItem, _Hit, _Write, settle
+from ._cached import _CacheDecorator
+from ._envelope import check_client_serdes, decode_reads, pack, unpack
+from ._errors import DeserializationError
+from ._keys import _FORBIDDEN_BYTES, _HASH_MARK, MAX_KEY_LENGTH, encode_key
 from ._local import LocalClient
-from ._serde import DEFAULT_MAX_VALUE_SIZE, JsonSerde, PickleSerde, Serde, check_value_size
+from ._routing import Servers, _Job
+from ._run import peek_run_state, run_state, state_of
+from ._serde import DEFAULT_MAX_VALUE_SIZE, JsonSerde, Serde
+from ._stats import CacheStats, _Counters
 
 # Mapping is invariant in its keys: accept dict[str, X] and dict[bytes, X] as well as mixed.
 _Values = Mapping[str, Any] | Mapping[bytes, Any] | Mapping[str | bytes, Any]
 
-__all__ = ["Cache", "CacheStats", "ServerStats", "CachedFunction"]
+__all__ = ["Cache"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-_log = logging.getLogger("batchq.memcache")
 
 OnError = Literal["miss", "raise"]
 _ON_ERROR: Final = ("miss", "raise")
@@ -62,355 +50,8 @@ _ON_ERROR: Final = ("miss", "raise")
 DEFAULT_MAX_BATCH_SIZE: Final = 4096
 """Keys per ``get_many``/``set_many`` request to one server; larger rounds are sent in chunks."""
 
-# Envelope: marker, 4-byte big-endian serde flags, serde bytes. The NUL first byte keeps it apart
-# from text values other writers store.
 _KEY_MEMO_SIZE: Final = 100_000
-_MAGIC: Final = b"\x00bq"
-_MAGIC_LEN: Final = len(_MAGIC)
-_HEADER: Final = _MAGIC_LEN + 4
-
-
-# -- statistics -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ServerStats:
-    """What one server cost and how often it failed."""
-
-    get_many_calls: int = 0
-    keys_fetched: int = 0
-    set_many_calls: int = 0
-    delete_many_calls: int = 0
-    errors: int = 0
-
-
-@dataclass(frozen=True)
-class CacheStats:
-    """Totals since the Cache was created (or since :meth:`Cache.reset_stats`)."""
-
-    hits: int = 0
-    misses: int = 0
-    overlay_hits: int = 0
-    errors: int = 0
-    decode_errors: int = 0
-    get_many_calls: int = 0
-    keys_fetched: int = 0
-    sets: int = 0
-    deletes: int = 0
-    write_failures: int = 0
-    servers: Mapping[str, ServerStats] = field(default_factory=dict)
-
-
-class _Counters:
-    __slots__ = (
-        "hits",
-        "misses",
-        "overlay_hits",
-        "errors",
-        "decode_errors",
-        "get_many_calls",
-        "keys_fetched",
-        "sets",
-        "deletes",
-        "write_failures",
-        "servers",
-    )
-
-    def __init__(self) -> None:
-        self.hits = 0
-        self.misses = 0
-        self.overlay_hits = 0
-        self.errors = 0
-        self.decode_errors = 0
-        self.get_many_calls = 0
-        self.keys_fetched = 0
-        self.sets = 0
-        self.deletes = 0
-        self.write_failures = 0
-        self.servers: dict[str, list[int]] = {}
-
-    def server(self, name: str) -> list[int]:
-        counts = self.servers.get(name)
-        if counts is None:
-            counts = self.servers[name] = [0, 0, 0, 0, 0]
-        return counts
-
-
-# -- the per-run overlay --------------------------------------------------------------------------
-
-
-class _RunState:
-    """What one run wrote (read-your-writes) and which cached calls it is computing.
-
-    Kept in the run's own memory (``Run.state``): a synchronous call, or one asyncio request, so
-    nothing one request wrote or computes is seen by another, and it goes when the run ends.
-    """
-
-    __slots__ = ("overlay", "inflight")
-
-    def __init__(self) -> None:
-        self.overlay: dict[tuple[int, bytes], bytes | None] = {}
-        self.inflight: dict[tuple[int, bytes], AsyncTask[Any]] = {}
-
-
-_STATE = object()  # this module's key in Run.state
-
-
-def _run_state(create: bool = True) -> _RunState | None:
-    """The state of the run in progress here, or None outside any run (or if none yet)."""
-    run = current_run()
-    if run is None:
-        return None
-    state: _RunState | None = run.state.get(_STATE)
-    if state is None and create:
-        state = run.state[_STATE] = _RunState()
-    return state
-
-
-# -- futures the Cache hands out ------------------------------------------------------------------
-
-
-class _Hit(FutureBase[Any]):
-    """An already-known answer (from the overlay): yielding it costs no round."""
-
-    __slots__ = ("hit",)
-
-    def __init__(self, value: Any, hit: bool) -> None:
-        self._value = value
-        self._error = None
-        self._waiters = None
-        self.hit = hit
-
-
-class GetItem(BatchItemBase[Any]):
-    """One key read in a round: its value, or None with ``hit`` False on a miss."""
-
-    __slots__ = ("key", "hit")
-
-    def __init__(self, batch: CacheBatch, key: str | bytes) -> None:
-        # Inlined BatchItemBase.__init__: only ever added to the active (unflushed) batch.
-        self._value = NOT_COMPUTED
-        self._error = None
-        self._waiters = None
-        self.batch = batch
-        batch.items.append(self)
-        self.key = key
-        self.hit = False
-
-    def __repr__(self) -> str:
-        state = "pending" if self._value is NOT_COMPUTED else "hit" if self.hit else "miss"
-        return f"<GetItem {self.key!r} {state}>"
-
-
-class WriteItem(BatchItemBase[bool]):
-    """One set or delete in a round: True once the server acknowledged it, else False."""
-
-    __slots__ = ("key",)
-
-    def __init__(self, batch: CacheBatch, key: str | bytes) -> None:
-        super().__init__(batch)
-        self.key = key
-
-    def __repr__(self) -> str:
-        state = "pending" if self._value is NOT_COMPUTED else repr(self._value)
-        return f"<WriteItem {self.key!r} {state}>"
-
-
-class _Write:
-    """The last write of a round to one key (a later write in the round replaces it)."""
-
-    __slots__ = ("shown", "data", "ttl", "items")
-
-    def __init__(self, shown: str | bytes, data: bytes | None, ttl: int) -> None:
-        self.shown = shown
-        self.data = data  # None: delete
-        self.ttl = ttl
-        self.items: list[WriteItem] = []
-
-
-class CacheBatch(BatchBase):
-    """Everything one Cache was asked in one round, in one scheduler."""
-
-    def __init__(self, cache: Cache, sched: Scheduler) -> None:
-        super().__init__()
-        self.cache = cache
-        self.sched = sched
-        self.reads: dict[bytes, GetItem] = {}
-        self.writes: dict[bytes, _Write] = {}
-
-    def name(self) -> str:
-        return self.cache.name
-
-    def _try_switch_active_batch(self) -> None:
-        if self.sched.active_batch(self.cache) is self:
-            self.sched.set_active_batch(self.cache, None)
-
-    def _flush(self) -> None:
-        self.cache._flush(self)
-
-    def _check_settled(self) -> None:
-        super()._check_settled()
-        # Let go of the round's items (the scheduler wakes their waiters from its own list): an
-        # item then lives only as long as the task that waits on it, so a page's reads are freed
-        # as it runs instead of staying in a batch <-> item cycle until the garbage collector
-        # finds it.
-        self.items = []
-        self.reads = {}
-        self.writes = {}
-
-
-# -- servers --------------------------------------------------------------------------------------
-
-_ABSENT: Final[Any] = object()
 _new_item = object.__new__
-_FAILED: Final[Any] = object()  # what HashClient returns for a server it failed or is backing off
-
-
-class _Node:
-    """One server as the Cache talks to it (plain client, or one server of a HashClient)."""
-
-    __slots__ = ("name", "client", "hash_client", "retrying")
-
-    def __init__(
-        self,
-        name: str,
-        client: Any,
-        hash_client: HashClient | None = None,
-        retrying: RetryingClient | None = None,
-    ) -> None:
-        self.name = name
-        self.client = client
-        self.hash_client = hash_client
-        self.retrying = retrying
-
-    def _call(self, op: str, *args: Any) -> Any:
-        func = getattr(self.client, op)
-        hc = self.hash_client
-        if hc is not None:
-            # Through HashClient's own bookkeeping, so its retry and dead-server handling stay
-            # in charge of routing; _FAILED tells us it swallowed an error (ignore_exc=True).
-            def call(*a: Any) -> Any:
-                return hc._safely_run_func(self.client, func, _FAILED, *a)
-
-        else:
-            call = func
-        retrying = self.retrying
-        result = call(*args) if retrying is None else retrying._retry(op, call, *args)
-        if result is _FAILED:
-            msg = (
-                f"memcached server {self.name} failed during {op}: HashClient(ignore_exc=True) "
-                "hid the error, or the server is in its retry_timeout after an earlier failure"
-            )
-            raise ServerError(msg)
-        return result
-
-    def get_many(self, keys: list[bytes]) -> dict[bytes, Any]:
-        result = self._call("get_many", keys)
-        return result  # type: ignore[no-any-return]
-
-    def set_many(self, values: dict[bytes, bytes], ttl: int) -> list[bytes]:
-        failed = self._call("set_many", values, ttl, False)
-        return list(failed) if failed else []
-
-    def delete_many(self, keys: list[bytes]) -> None:
-        self._call("delete_many", keys, False)
-
-
-class _NoServer(_Node):
-    """Where HashClient routes keys when every server is marked dead."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: str) -> None:
-        super().__init__("(no live server)", None)
-        self.error = error
-
-    def _call(self, op: str, *args: Any) -> Any:
-        raise ServerError(f"no memcached server for {op}: {self.error}")
-
-
-def _server_name(client: Any) -> str:
-    server = getattr(client, "server", None)
-    if isinstance(server, tuple) and len(server) == 2:
-        return f"{server[0]}:{server[1]}"
-    if isinstance(server, str):
-        return server
-    return type(client).__name__
-
-
-class _Job:
-    """One server's share of a round, run in one thread: writes first, then reads, in chunks."""
-
-    __slots__ = (
-        "node",
-        "sets",
-        "deletes",
-        "reads",
-        "found",
-        "set_failed",
-        "error",
-        "errors",
-        "settle",
-        "settled",
-    )
-
-    def __init__(self, node: _Node) -> None:
-        self.node = node
-        # Settles this server's reads in the job's own thread as soon as they arrive, so that the
-        # decoding of a fast server's values overlaps the wait for a slow one. Returns the
-        # (hits, misses, decode errors) counts; None once run, or when the job failed.
-        self.settle: Callable[[_Job], tuple[int, int, int]] | None = None
-        self.settled: tuple[int, int, int] | None = None
-        self.sets: dict[int, dict[bytes, bytes]] = {}
-        self.deletes: list[bytes] = []
-        self.reads: list[bytes] = []
-        self.found: dict[bytes, Any] = {}
-        self.set_failed: set[bytes] = set()
-        # The first failure; later requests to the same server are not tried in this round, so a
-        # dead server costs one timeout per round, not one per chunk.
-        self.error: BaseException | None = None
-        self.errors: list[tuple[str, int]] = []  # (what, how many calls) for statistics
-
-    def run(self, size: int, counts: list[int]) -> None:
-        node = self.node
-        try:
-            for ttl, values in self.sets.items():
-                items = list(values.items())
-                for start in range(0, len(items), size):
-                    counts[2] += 1
-                    self.set_failed.update(node.set_many(dict(items[start : start + size]), ttl))
-            for start in range(0, len(self.deletes), size):
-                counts[3] += 1
-                node.delete_many(self.deletes[start : start + size])
-            for start in range(0, len(self.reads), size):
-                chunk = self.reads[start : start + size]
-                counts[0] += 1
-                counts[1] += len(chunk)
-                self.found.update(node.get_many(chunk))
-        except Exception as e:
-            counts[4] += 1
-            self.error = _as_server_error(node, e)
-            return
-        if self.settle is not None and self.reads:
-            self.settled = self.settle(self)
-
-
-def _as_server_error(node: _Node, error: Exception) -> BaseException:
-    if isinstance(error, ServerError):
-        return error
-    if isinstance(error, (OSError, PymemcacheError)):
-        msg = (
-            f"memcached server {node.name} failed: {type(error).__name__}: {error}; it is down, "
-            "refusing connections or slower than the client's timeout. Check the server; with "
-            "on_error='miss' its keys count as misses instead"
-        )
-        wrapped = ServerError(msg)
-        wrapped.__cause__ = error
-        return wrapped
-    return error  # a bug, not a fault: never turned into a miss
-
-
-# -- the async functions cache.get & co -----------------------------------------------------------
 
 
 class _Op(Generic[P, T]):
@@ -449,12 +90,6 @@ def _gather_writes(
 ) -> Generator[Any, Any, list[str | bytes]]:
     results = yield items
     return [k for k, ok in zip(keys, results, strict=True) if not ok]
-
-
-class CachedFunction(AsyncFunction[P, T]):
-    """An async function whose results live in a Cache; see :meth:`Cache.cached`."""
-
-    cache_key: Callable[..., str | bytes]
 
 
 # -- the Cache ------------------------------------------------------------------------------------
@@ -506,27 +141,19 @@ class Cache:
         self.max_batch_size = max_batch_size
         self.on_error: OnError = on_error
         self.serde: Serde = serde if serde is not None else JsonSerde()
-        _check_client_serdes(client, serde)
+        check_client_serdes(client, serde)
         self.hash_long_keys = hash_long_keys
         self.max_value_size = max_value_size
-        self._client_prefix: bytes = _client_prefix(client)
+        self._client_prefix: bytes = _pymemcache.client_prefix(client)
         self.key_prefix = key_prefix
         if key_prefix:
             encode_key(b"x", self._client_prefix + key_prefix)  # refuse a bad prefix now
         # How long a key may be once both prefixes are added (for encode_key's fast path).
         self._key_room = MAX_KEY_LENGTH - len(self._client_prefix) - len(key_prefix)
-        self.name = name if name is not None else f"Cache({_describe_client(client)})"
-        self._nodes: dict[int, _Node] = {}
+        self.name = name if name is not None else f"Cache({_pymemcache.describe_client(client)})"
         # Checked keys: the same keys come back every page, and checking costs more than a lookup.
         self._key_memo: dict[str | bytes, bytes] = {}
-        # HashClient routing is pure-Python murmur3 per key and server: remember it while the
-        # set of live servers stays the same.
-        self._route_memo: dict[bytes, Any] = {}
-        self._route_version: tuple[Any, ...] = ()
-        self._single = self._single_node(client)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-        self._finalizer: weakref.finalize[..., Any] | None = None
+        self._servers = Servers(client, max_batch_size, miss=on_error == "miss")
         self._counters = _Counters()
         self._stats_lock = threading.Lock()
         self.get = _Op(self._get_asynq, f"{self.name}.get")
@@ -543,10 +170,7 @@ class Cache:
 
     def close(self) -> None:
         """Stop the Cache's thread pool (the client is the caller's to close)."""
-        finalizer, self._finalizer = self._finalizer, None
-        self._pool = None
-        if finalizer is not None:
-            finalizer()
+        self._servers.close()
 
     def __enter__(self) -> Cache:
         return self
@@ -556,22 +180,8 @@ class Cache:
 
     def stats(self) -> CacheStats:
         """A snapshot of the counters."""
-        c = self._counters
         with self._stats_lock:
-            servers = {name: ServerStats(*counts) for name, counts in sorted(c.servers.items())}
-            return CacheStats(
-                c.hits,
-                c.misses,
-                c.overlay_hits,
-                c.errors,
-                c.decode_errors,
-                c.get_many_calls,
-                c.keys_fetched,
-                c.sets,
-                c.deletes,
-                c.write_failures,
-                servers,
-            )
+            return self._counters.snapshot()
 
     def reset_stats(self) -> None:
         with self._stats_lock:
@@ -592,7 +202,11 @@ class Cache:
             # The common new key, checked with C calls only: printable ASCII of a valid length.
             raw = key.encode("ascii")
             size = len(raw)
-            if 0 < size <= self._key_room and len(raw.translate(None, _FORBIDDEN_BYTES)) == size:
+            if (
+                0 < size <= self._key_room
+                and len(raw.translate(None, _FORBIDDEN_BYTES)) == size
+                and not (self.hash_long_keys and raw.startswith(_HASH_MARK))
+            ):
                 raw = self.key_prefix + raw
                 if len(memo) >= _KEY_MEMO_SIZE:
                     memo.clear()
@@ -609,37 +223,10 @@ class Cache:
         return raw
 
     def _pack(self, key: str | bytes, value: Any) -> bytes:
-        try:
-            data, flags = self.serde.serialize(key, value)
-        except SerializationError:
-            raise  # ours already names the key, the value and the fix
-        except Exception as e:
-            msg = (
-                f"serde {self.serde!r} failed to serialize the value of type "
-                f"{type(value).__name__} for key {key!r}: {type(e).__name__}: {e}; fix the serde, "
-                "or convert the value to something it supports"
-            )
-            raise SerializationError(msg) from e
-        if type(data) is not bytes or not 0 <= flags < 2**32:
-            msg = (
-                f"serde {self.serde!r} returned {type(data).__name__} data with flags {flags!r} "
-                f"for key {key!r}; a serde must return (bytes, int flags from 0 to 2**32-1)"
-            )
-            raise SerializationError(msg)
-        packed = _MAGIC + flags.to_bytes(4, "big") + data
-        check_value_size(key, packed, self.max_value_size)
-        return packed
+        return pack(self.serde, key, value, self.max_value_size)
 
     def _unpack(self, key: str | bytes, stored: Any) -> Any:
-        if type(stored) is not bytes or not stored.startswith(_MAGIC) or len(stored) < _HEADER:
-            shown = repr(stored[:40]) if isinstance(stored, (bytes, str)) else _type_name(stored)
-            msg = (
-                f"memcache key {key!r} holds {shown}, which no batchq Cache wrote (no envelope); "
-                "another program uses this key: give this Cache a key_prefix, or delete the key"
-            )
-            raise DeserializationError(msg)
-        flags = int.from_bytes(stored[len(_MAGIC) : _HEADER], "big")
-        return self.serde.deserialize(key, stored[_HEADER:], flags)
+        return unpack(self.serde, key, stored)
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -654,7 +241,7 @@ class Cache:
     def _lookup(self, key: str | bytes, raw: bytes) -> GetItem | _Hit:
         """The future of one read: from the run's overlay if written in this run, else batched."""
         # Reads never create the run's state: only a write of this run can put a key in it.
-        state = _run_state(create=False)
+        state = peek_run_state()
         if state is not None and state.overlay:
             slot = (id(self), raw)
             if slot in state.overlay:
@@ -662,7 +249,11 @@ class Cache:
                 self._counters.overlay_hits += 1
                 if stored is None:
                     return _Hit(None, False)
-                return _Hit(self._unpack(key, stored), True)
+                try:
+                    return _Hit(self._unpack(key, stored), True)
+                except DeserializationError as e:
+                    # Fails the read that waits on it, like a value read from the server.
+                    return _Hit(None, False, e)
         batch = self._batch()
         item = batch.reads.get(raw)
         if item is None:
@@ -671,7 +262,7 @@ class Cache:
         return item
 
     def _write(self, key: str | bytes, raw: bytes, data: bytes | None, ttl: int) -> WriteItem:
-        state = _run_state()
+        state = run_state()
         if state is not None:
             state.overlay[(id(self), raw)] = data
         batch = self._batch()
@@ -694,14 +285,12 @@ class Cache:
         if default is not None:
             item = self._lookup(key, raw)
             return AsyncTask(_gather_get(item, default), self.get, (key, default), None)
-        # The hot path of every page: _run_state(), _lookup() and _batch() inlined.
+        # The hot path of every page: peek_run_state(), _lookup() and _batch() inlined.
         sched = current_scheduler()
         if sched is not None:
-            run = run_of(sched)
-            if run is not None:
-                state = run.state.get(_STATE)
-                if state is not None and state.overlay:
-                    return self._lookup(key, raw)  # this run wrote something: read-your-writes
+            state = state_of(run_of(sched))
+            if state is not None and state.overlay:
+                return self._lookup(key, raw)  # this run wrote something: read-your-writes
             batch = sched._active.get(self)
         else:
             batch = None
@@ -778,327 +367,39 @@ class Cache:
             raise TypeError(msg)
         return _CacheDecorator(self, seconds, key)
 
-    def _cached_call(
-        self,
-        keyer: Callable[[tuple[Any, ...], dict[str, Any]], str | bytes],
-        make_task: Callable[..., FutureBase[Any]],
-        ttl: int,
-        fn: Any,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Generator[Any, Any, Any]:
-        key = keyer(args, kwargs)
-        raw = self.encode_key(key)
-        got = self._lookup(key, raw)
-        try:
-            value = yield got
-        except DeserializationError as e:
-            # Unreadable (another writer, another serde): recompute and overwrite it.
-            _log.warning("%s: recomputing %r: %s", self.name, key, e)
-        else:
-            if got.hit:
-                return value
-        state = _run_state()
-        slot = (id(self), raw)
-        task = state.inflight.get(slot) if state is not None else None
-        if task is None or (task._sched is not None and task._sched is not current_scheduler()):
-            task = AsyncTask(
-                self._compute(key, raw, make_task, ttl, args, kwargs), fn, args, kwargs
-            )
-            if state is not None:
-                state.inflight[slot] = task
-        return (yield task)
-
-    def _compute(
-        self,
-        key: str | bytes,
-        raw: bytes,
-        make_task: Callable[..., FutureBase[Any]],
-        ttl: int,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Generator[Any, Any, Any]:
-        value = yield make_task(*args, **kwargs)
-        try:
-            packed = self._pack(key, value)
-        except ValueTooLargeError as e:
-            # Data-dependent, not a bug: the caller still gets its value, just uncached.
-            _log.warning("%s: not caching %r: %s", self.name, key, e)
-            with self._stats_lock:
-                self._counters.write_failures += 1
-            return value
-        # Not waited for: the write joins this round's batch and the scheduler flushes it before
-        # the run returns; a failure is logged and counted (the caller has its value either way).
-        # An unserializable value is a programming error and raises above, from _pack.
-        self._write(key, raw, packed, ttl)
-        return value
-
     # -- flushing ---------------------------------------------------------------------------------
 
-    def _single_node(self, client: Any) -> _Node | None:
-        if isinstance(client, HashClient):
-            return None
-        if isinstance(client, RetryingClient):
-            inner = client._client
-            if isinstance(inner, HashClient):
-                return None
-            return _Node(_server_name(inner), client)
-        return _Node(_server_name(client), client)
-
-    def _route(self, raws: Iterable[bytes], jobs: dict[int, _Job]) -> dict[bytes, _Job]:
-        """The job (server) of every key, creating jobs as needed."""
-        out: dict[bytes, _Job] = {}
-        single = self._single
-        if single is not None:
-            job = jobs.get(0)
-            if job is None:
-                job = jobs[0] = _Job(single)
-            return dict.fromkeys(raws, job)
-        client = self.client
-        retrying = None
-        if isinstance(client, RetryingClient):
-            retrying = client
-            client = client._client
-        hc: HashClient = client
-        if hc._dead_clients:
-            hc._retry_dead()  # what HashClient._get_client does first: revive servers in time
-        hasher = hc.hasher
-        version = tuple(getattr(hasher, "nodes", ()))
-        if version != self._route_version or len(self._route_memo) > 100_000:
-            self._route_memo = {}
-            self._route_version = version
-        memo = self._route_memo
-        for raw in raws:
-            server = memo.get(raw)
-            if server is None:
-                server = hasher.get_node(_route_key(raw))
-                if server is not None:
-                    memo[raw] = server
-            sub = hc.clients.get(server) if server is not None else None
-            if sub is None:
-                ident = -1
-                node: _Node = _NoServer(
-                    "every server of the HashClient is marked dead (it retries them after "
-                    f"dead_timeout={hc.dead_timeout}s)"
-                )
-            else:
-                ident = id(sub)
-                found = self._nodes.get(ident)
-                if found is None or found.client is not sub:
-                    found = self._nodes[ident] = _Node(_server_name(sub), sub, hc, retrying)
-                node = found
-            job = jobs.get(ident)
-            if job is None:
-                job = jobs[ident] = _Job(node)
-            out[raw] = job
-        return out
-
     def _flush(self, batch: CacheBatch) -> None:
+        servers = self._servers
         jobs: dict[int, _Job] = {}
         writes = batch.writes
         reads = batch.reads
-        routes = self._route([*writes, *reads], jobs)
+        routes = servers.route([*writes, *reads], jobs)
         for raw, write in writes.items():
             job = routes[raw]
             if write.data is None:
                 job.deletes.append(raw)
             else:
                 job.sets.setdefault(write.ttl, {})[raw] = write.data
-        if self._single is not None and jobs:
+        if servers.single is not None and jobs:
             jobs[0].reads.extend(reads)
         else:
             for raw in reads:
                 routes[raw].reads.append(raw)
+        serde = self.serde
 
-        def settle(job: _Job) -> tuple[int, int, int]:
-            return self._settle_reads(job, reads)
+        def settle_reads(job: _Job) -> tuple[int, int, int]:
+            # One server (or every key on one): its reads are the batch's, in the batch's order.
+            if len(job.reads) == len(reads):
+                return decode_reads(serde, reads.items(), job.found, len(reads))
+            pairs = [(raw, reads[raw]) for raw in job.reads]
+            return decode_reads(serde, pairs, job.found, len(pairs))
 
         for job in jobs.values():
-            job.settle = settle
+            job.settle = settle_reads
         counts = {ident: [0, 0, 0, 0, 0] for ident in jobs}
-        self._run_jobs(jobs, counts)
-        self._settle(batch, routes, jobs, counts)
-
-    def _run_jobs(self, jobs: dict[int, _Job], counts: dict[int, list[int]]) -> None:
-        size = self.max_batch_size
-        if len(jobs) == 1:
-            for ident, job in jobs.items():
-                job.run(size, counts[ident])
-            return
-        pool = self._thread_pool()
-        running: list[ThreadFuture[None]] = []
-        items = list(jobs.items())
-        # The calling thread takes one server itself instead of waiting idle.
-        for ident, job in items[1:]:
-            running.append(pool.submit(job.run, size, counts[ident]))
-        first_ident, first = items[0]
-        first.run(size, counts[first_ident])
-        for fut in running:
-            fut.result()  # job.run catches everything; this only waits
-
-    def _settle_reads(self, job: _Job, reads: dict[bytes, GetItem]) -> tuple[int, int, int]:
-        """Set the value of each read of a job that succeeded; its (hits, misses, decode errors)."""
-        misses = decode_errors = 0
-        get = job.found.get
-        deserialize = self.serde.deserialize
-        from_bytes = int.from_bytes
-        # One server (or every key on one): its reads are the batch's, in the batch's order.
-        pairs = (
-            reads.items()
-            if len(job.reads) == len(reads)
-            else [(raw, reads[raw]) for raw in job.reads]
-        )
-        for raw, read in pairs:
-            # Direct slot writes: each read of this batch is settled exactly once, here.
-            stored = get(raw, _ABSENT)
-            if stored is _ABSENT:
-                misses += 1
-                read._value = None
-                continue
-            try:
-                # _unpack() inlined for the envelope every value this Cache wrote has.
-                if (
-                    type(stored) is bytes
-                    and stored[:_MAGIC_LEN] == _MAGIC
-                    and len(stored) >= _HEADER
-                ):
-                    flags = from_bytes(stored[_MAGIC_LEN:_HEADER], "big")
-                    value = deserialize(read.key, stored[_HEADER:], flags)
-                else:
-                    value = self._unpack(read.key, stored)
-            except DeserializationError as e:
-                decode_errors += 1
-                read._value = None
-                read._error = e
-                continue
-            read.hit = True
-            read._value = value
-        return len(pairs) - misses - decode_errors, misses, decode_errors
-
-    def _settle(
-        self,
-        batch: CacheBatch,
-        routes: dict[bytes, _Job],
-        jobs: dict[int, _Job],
-        counts: dict[int, list[int]],
-    ) -> None:
-        miss_on_fault = self.on_error == "miss"
-        hits = misses = errors = decode_errors = sets = deletes = write_failures = 0
-        for job in jobs.values():
-            if miss_on_fault and isinstance(job.error, ServerError):
-                _log.warning("%s: %s", self.name, job.error)
-        for raw, write in batch.writes.items():
-            job = routes[raw]
-            if write.data is None:
-                deletes += 1
-            else:
-                sets += 1
-            error = job.error
-            if error is not None:
-                write_failures += 1
-                # A fault with on_error="miss" is a False result (logged above); anything else,
-                # including a bug that is no fault at all, reaches the caller.
-                if not (miss_on_fault and isinstance(error, ServerError)):
-                    for item in write.items:
-                        item.set_error(error)
-                    continue
-                ok = False
-            elif raw in job.set_failed:
-                write_failures += 1
-                ok = False
-                _log.warning("%s: memcached did not store %r", self.name, write.shown)
-            else:
-                ok = True
-            for item in write.items:
-                item.set_value(ok)
-        for job in jobs.values():
-            if job.settled is not None:
-                hits += job.settled[0]
-                misses += job.settled[1]
-                decode_errors += job.settled[2]
-        failed = any(job.error is not None for job in jobs.values())
-        for raw, read in batch.reads.items() if failed else ():
-            job = routes[raw]
-            error = job.error
-            if error is None:
-                continue  # settled by the job, in its thread
-            errors += 1
-            if miss_on_fault and isinstance(error, ServerError):
-                misses += 1
-                read.set_value(None)
-            else:
-                read.set_error(error)
-        c = self._counters
-        with self._stats_lock:
-            c.hits += hits
-            c.misses += misses
-            c.errors += errors
-            c.decode_errors += decode_errors
-            c.sets += sets
-            c.deletes += deletes
-            c.write_failures += write_failures
-            for ident, job in jobs.items():
-                add = counts[ident]
-                c.get_many_calls += add[0]
-                c.keys_fetched += add[1]
-                server = c.server(job.node.name)
-                for i, n in enumerate(add):
-                    server[i] += n
-
-    def _thread_pool(self) -> ThreadPoolExecutor:
-        pool = self._pool
-        if pool is None:
-            with self._pool_lock:
-                pool = self._pool
-                if pool is None:
-                    pool = ThreadPoolExecutor(32, thread_name_prefix="batchq-memcache")
-                    self._finalizer = weakref.finalize(self, pool.shutdown, wait=False)
-                    self._pool = pool
-        return pool
-
-
-class _CacheDecorator:
-    """What ``cache.cached(...)`` returns: applies the caching to a function."""
-
-    def __init__(self, cache: Cache, ttl: int, key: Callable[..., str | bytes] | None) -> None:
-        self._cache = cache
-        self._ttl = ttl
-        self._key = key
-
-    @overload
-    def __call__(self, fn: AsyncFunction[P, T]) -> CachedFunction[P, T]: ...
-    @overload
-    def __call__(self, fn: Callable[P, Generator[Any, Any, T]]) -> CachedFunction[P, T]: ...
-    @overload
-    def __call__(self, fn: Callable[P, T]) -> CachedFunction[P, T]: ...
-
-    def __call__(self, fn: Any) -> Any:
-        cache = self._cache
-        ttl = self._ttl
-        if getattr(fn, "is_pure_async_fn", None) is not None:
-            make_task = fn if fn.is_pure_async_fn() else fn.asynq
-        elif callable(fn):
-            make_task = AsyncFunction(fn).asynq
-        else:
-            msg = f"cache.cached() decorates functions, got {fn!r}"
-            raise TypeError(msg)
-        keyer = _make_keyer(fn, self._key)
-        original = getattr(fn, "fn", fn)
-        cached_call = cache._cached_call
-
-        def call(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-            return cached_call(keyer, make_task, ttl, original, args, kwargs)
-
-        result: CachedFunction[Any, Any] = CachedFunction(call)
-        # The generator is call()'s; present the wrapped function's identity.
-        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
-            value = getattr(fn, attr, None)
-            if value is not None:
-                setattr(result, attr, value)
-        result._is_gen = True
-        result.__wrapped__ = fn
-        result.cache_key = lambda *a, **kw: keyer(a, kw)
-        return result
+        servers.run(jobs, counts)
+        settle(self, batch, routes, jobs, counts)
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -1129,185 +430,3 @@ def _check_ttl(ttl: Any) -> int:
         msg = f"ttl must be 0 (no expiry) or a positive number of seconds, got {ttl!r}"
         raise ValueError(msg)
     return ttl
-
-
-def _route_key(raw: bytes) -> str | bytes:
-    """The key as pymemcache users pass it (str), so both pick the same server for it."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw
-
-
-def _type_name(value: object) -> str:
-    return f"a {type(value).__name__}"
-
-
-def _client_prefix(client: Any) -> bytes:
-    inner = client._client if isinstance(client, RetryingClient) else client
-    prefix = getattr(inner, "key_prefix", b"")
-    if isinstance(prefix, str):
-        prefix = prefix.encode("utf-8")
-    return prefix if isinstance(prefix, bytes) else b""
-
-
-def _describe_client(client: Any) -> str:
-    if isinstance(client, RetryingClient):
-        return f"RetryingClient({_describe_client(client._client)})"
-    if isinstance(client, HashClient):
-        return f"HashClient({len(client.clients)} servers)"
-    return f"{type(client).__name__} {_server_name(client)}"
-
-
-# -- the client's serde ---------------------------------------------------------------------------
-
-_PROBE: Final = _MAGIC + b"\x00\x00\x00\x10probe \x80\xff"
-
-
-def _client_serdes(client: Any) -> list[Any]:
-    if isinstance(client, RetryingClient):
-        return _client_serdes(client._client)
-    if isinstance(client, HashClient):
-        found = [c.serde for c in client.clients.values() if hasattr(c, "serde")]
-        return found or [client.default_kwargs.get("serde")]
-    return [getattr(client, "serde", None)]
-
-
-def _serde_kind(serde: Any) -> str:
-    """'raw' (bytes in, bytes out), 'pickle' (may unpickle what it reads) or 'unknown'."""
-    if serde is None:
-        return "raw"
-    if isinstance(serde, JsonSerde):
-        return "raw"
-    if isinstance(serde, (PickleSerde, pymemcache_serde.PickleSerde)):
-        return "pickle"
-    if isinstance(serde, pymemcache_serde.LegacyWrappingSerde):
-        des = getattr(serde.deserialize, "__func__", serde.deserialize)
-        if des is pymemcache_serde.LegacyWrappingSerde._default_deserialize:
-            return "raw"
-        if des is pymemcache_serde.python_memcache_deserializer:
-            return "pickle"
-        return "unknown"
-    if isinstance(serde, pymemcache_serde.CompressedSerde):
-        inner = _serde_kind(getattr(serde, "_serde", None))
-        return "pickle" if inner == "pickle" else "unknown"
-    return "unknown"
-
-
-def _check_client_serdes(client: Any, chosen: Serde | None) -> None:
-    """Refuse a client whose own serde could unpickle server data, unless the user opted in."""
-    if isinstance(client, LocalClient):
-        serdes: list[Any] = [client.serde]
-    else:
-        serdes = _client_serdes(client)
-    for serde in serdes:
-        kind = _serde_kind(serde)
-        if kind == "pickle" and not isinstance(chosen, PickleSerde):
-            msg = (
-                f"the client {client!r} is configured with {serde!r}, which unpickles what it "
-                "reads: anyone who can write to the memcached server could run code here. Create "
-                "the client without a serde (the Cache serializes values itself), or pass "
-                "serde=batchq.memcache.PickleSerde() to the Cache to state that every writer is "
-                "trusted"
-            )
-            raise SerializationError(msg)
-        if kind == "unknown" and chosen is None:
-            msg = (
-                f"the client {client!r} is configured with the serde {serde!r}, which batchq "
-                "cannot tell is safe (it might unpickle what it reads). Create the client without "
-                "a serde (the Cache serializes values itself), or pass serde=... to the Cache "
-                "explicitly to confirm the client's serde is trusted"
-            )
-            raise SerializationError(msg)
-        if serde is not None:
-            try:
-                data, flags = serde.serialize(b"probe", _PROBE)
-                back = serde.deserialize(b"probe", data, flags)
-            except Exception as e:
-                back = e
-            if back != _PROBE:
-                msg = (
-                    f"the client's serde {serde!r} does not hand back the bytes it was given "
-                    f"(got {back!r}); the Cache stores bytes it serialized itself, so create the "
-                    "client without a serde"
-                )
-                raise SerializationError(msg)
-
-
-# -- default keys for cached functions ------------------------------------------------------------
-
-_KEY_ROOM: Final = MAX_KEY_LENGTH - 64  # leave room for prefixes
-
-
-def _make_keyer(
-    fn: Any, custom: Callable[..., str | bytes] | None
-) -> Callable[[tuple[Any, ...], dict[str, Any]], str | bytes]:
-    if custom is not None:
-
-        def custom_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | bytes:
-            return custom(*args, **kwargs)
-
-        return custom_key
-    module = getattr(fn, "__module__", None) or "?"
-    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-    head = f"{module}:{qualname}"
-    try:
-        sig: inspect.Signature | None = inspect.signature(fn)
-    except (TypeError, ValueError):
-        sig = None
-
-    def default_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        if sig is not None:
-            bound = sig.bind(*args, **kwargs)
-            bound.apply_defaults()
-            pairs = list(bound.arguments.items())
-        else:
-            pairs = [(str(i), a) for i, a in enumerate(args)] + sorted(kwargs.items())
-        parts = []
-        for name, value in pairs:
-            try:
-                parts.append(f"{name}={_canon(value)}")
-            except _Unencodable as e:
-                msg = (
-                    f"cannot build a cache key for {head} from the argument {name}={value!r}: "
-                    f"{e.args[0]}; default keys take None, bool, int, float, str, bytes and "
-                    "tuples, lists, sets and dicts of them. Pass key=lambda ...: f'...' to "
-                    "cache.cached() to name the key yourself"
-                )
-                raise TypeError(msg) from None
-        text = f"{head}:{','.join(parts)}"
-        encoded = text.encode("utf-8", errors="surrogatepass")
-        if len(encoded) <= _KEY_ROOM and not any(b <= 0x20 or b == 0x7F for b in encoded):
-            return text
-        # Too long, or a space in an argument: the same hash in every process.
-        return f"{head[:120]}:#{hashlib.sha256(encoded).hexdigest()}"
-
-    return default_key
-
-
-class _Unencodable(Exception):
-    pass
-
-
-def _canon(value: Any) -> str:
-    """A text for ``value`` that is the same in every process (unlike ``hash()``)."""
-    kind = type(value)
-    if value is None or kind is bool:
-        return repr(value)
-    if kind is int:
-        return str(value)
-    if kind is float:
-        return f"f{value!r}"
-    if kind is str:
-        return json.dumps(value)
-    if kind is bytes:
-        return f"x{value.hex()}"
-    if kind is tuple:
-        return "(" + ",".join(_canon(v) for v in value) + ")"
-    if kind is list:
-        return "[" + ",".join(_canon(v) for v in value) + "]"
-    if kind is dict:
-        return "{" + ",".join(sorted(f"{_canon(k)}:{_canon(v)}" for k, v in value.items())) + "}"
-    if kind is set or kind is frozenset:
-        return "<" + ",".join(sorted(_canon(v) for v in value)) + ">"
-    raise _Unencodable(f"{kind.__qualname__} has no process-stable encoding")

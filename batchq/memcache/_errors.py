@@ -43,11 +43,3 @@ class CommandError(MemcacheError, ValueError):
 
 class ServerError(MemcacheError, ConnectionError):
     """A memcached server could not be reached or answered badly; the message names its address."""
-
-
-class ServerStartError(MemcacheError, RuntimeError):
-    """A test memcached process failed to start; the message carries its stderr."""
-
-
-class MemcachedNotFoundError(MemcacheError, FileNotFoundError):
-    """No memcached binary was found; install it (e.g. ``apt-get install memcached``)."""

@@ -29,7 +29,7 @@ from benchmarks._harness import (
     run_suite,
     run_workload,
 )
-from benchmarks._plot import write_plot
+from benchmarks._plot import figures_from_results, write_plots
 from benchmarks._report import RunInfo, render_markdown, render_terminal, to_json
 
 Systems = Mapping[str, Callable[[], Outcome]]
@@ -420,9 +420,10 @@ def test_markdown_has_the_facts_the_rows_and_the_verdicts(tmp_path: Path):
 
 
 def test_the_plot_is_a_png(tmp_path: Path):
-    path = tmp_path / "latest.png"
-    write_plot(_info(), [_finished_result()], path)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    paths = write_plots("a caption", figures_from_results([_finished_result()]), tmp_path)
+    assert [p.name for p in paths] == ["headline.png", "detail.png"]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # -- the command line ----------------------------------------------------------------------------
@@ -503,6 +504,7 @@ def test_a_series_is_drawn_as_one_panel(tmp_path: Path):
             series=("cost vs depth", depth),
         )
         results.append(run_workload(w, BenchEnv(), clock=t.clock))
-    path = tmp_path / "series.png"
-    write_plot(_info(), [*results, _finished_result()], path)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figures = figures_from_results([*results, _finished_result()])
+    assert [f.series for f in figures] == [("cost vs depth", d) for d in (10, 20, 40)] + [None]
+    (_, detail) = write_plots("a caption", figures, tmp_path)
+    assert detail.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

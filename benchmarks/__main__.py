@@ -232,7 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = BenchEnv(quick=args.quick, memcached_binary=binary)
     progress = Progress()
     progress.note(
-        f"batchq benchmarks: {len(workloads)} workloads, {mode} run, memcached: {memcached_text}"
+        f"batchq benchmarks: {_count(len(workloads), 'workload')}, {mode} run, "
+        f"memcached: {memcached_text}"
     )
     try:
         results = run_suite(
@@ -266,6 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"failed workloads: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _shown(path: Path) -> str:

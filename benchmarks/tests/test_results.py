@@ -62,7 +62,9 @@ def test_a_run_leaves_git_status_unchanged_and_says_where_it_wrote(
     monkeypatch.chdir(ROOT)
     before = _git("status", "--porcelain", "--untracked-files=all")
     assert cli.main(["--only", "tiny-demo", "--quick"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "batchq benchmarks: 1 workload, quick" in captured.err  # not "1 workloads"
     m = re.search(r"wrote (.*) to (benchmarks/results/[^ ]+)/ \(not tracked by git\)", out)
     assert m is not None, out
     run_dir = ROOT / m.group(2)

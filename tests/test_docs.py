@@ -21,6 +21,7 @@ The conventions a page follows (docs/README-for-writers is this docstring):
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import re
 import subprocess
@@ -153,6 +154,9 @@ def _page_module(page: Path, workdir: Path) -> Iterator[types.ModuleType]:
     try:
         yield module
     finally:
+        # Whatever the page left open (a socket, a thread pool) warns here, in this page's test.
+        module.__dict__.clear()
+        gc.collect()
         sys.path.remove(str(workdir))
         for mod in set(sys.modules) - before:
             file = getattr(sys.modules[mod], "__file__", None) or ""

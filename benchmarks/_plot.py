@@ -283,8 +283,13 @@ def _group_axis(
     spare: dict[str, str],
     *,
     fontsize: float,
+    per_unit: bool = False,
+    xlabel: bool = True,
 ) -> None:
-    """One workload: a dot per system at its ratio, whiskers for the spread, targets, labels."""
+    """One workload: a dot per system at its ratio, whiskers for the spread, targets, labels.
+
+    ``per_unit``: also print each system's median per unit (µs per task, bytes per task).
+    """
     rows = [fig.system(s) for s in systems]
     ys = list(range(len(rows)))[::-1]
     targets = [t for t in fig.targets if t.system in systems]
@@ -323,10 +328,12 @@ def _group_axis(
         )
         label = ratio_text(r.ratio)
         unit_targets = [t for t in fig.unit_targets if t.system == r.system]
+        per = format_measure(r.per_unit, fig.measure)
         if unit_targets:
-            per = format_measure(r.per_unit, fig.measure)
             limit = format_measure(unit_targets[0].at_most, fig.measure)
             label += f"  ({per} per {fig.unit}; target ≤ {limit})"
+        elif per_unit:
+            label += f"  ({per} per {fig.unit})"
         ax.annotate(
             label,
             (max(r.high, r.ratio), y),
@@ -364,6 +371,10 @@ def _group_axis(
     ax.grid(axis="x", color="#dddddd", linewidth=0.8, zorder=0)
     ax.set_axisbelow(True)
     what = "memory" if fig.measure == "bytes" else "time"
+    if xlabel:
+        ax.set_xlabel(
+            f"{what} relative to {fig.baseline} (log scale)", fontsize=fontsize - 1.5, labelpad=2
+        )
     ax.set_title(
         f"{title}: {what} vs {fig.baseline}", loc="left", fontsize=fontsize + 1, fontweight="bold"
     )
@@ -403,11 +414,13 @@ def _stacked(
     fontsize: float,
     extra_rows: Sequence[float] = (),
     bottom: float = 0.6,
+    detail: bool = False,
 ) -> tuple[Any, list[Any]]:
     import matplotlib.pyplot as plt
 
     heights = [0.55 + 0.36 * len(systems) for _, systems, _ in groups] + list(extra_rows)
-    gaps = 0.75 * (len(heights) - 1)
+    # Room for the tick labels (and in the detail figure each axis' label) and the next title.
+    gaps = (0.95 if detail else 0.75) * (len(heights) - 1)
     total = sum(heights) + gaps + 0.9 + bottom  # 0.9 in above for the titles; the note below
     fig = plt.figure(figsize=(width, total), dpi=100)
     grid = fig.add_gridspec(
@@ -420,7 +433,7 @@ def _stacked(
     )
     axes = [fig.add_subplot(grid[i, 0]) for i in range(len(heights))]
     for ax, (f, systems, title) in zip(axes, groups, strict=False):
-        _group_axis(ax, f, systems, title, spare, fontsize=fontsize)
+        _group_axis(ax, f, systems, title, spare, fontsize=fontsize, per_unit=detail, xlabel=detail)
     return fig, axes
 
 
@@ -449,7 +462,7 @@ def write_plots(caption: str, figures: Sequence[WorkloadFigures], out_dir: Path)
         if f.series is None
     ]
     if groups:
-        fig, _ = _stacked(groups, spare, width=9.0, fontsize=11)
+        fig, _ = _stacked(groups, spare, width=9.0, fontsize=11, bottom=0.8)
         fig.suptitle(
             "batchq against asynq, aiodataloader and hand-batched code",
             fontsize=14,
@@ -465,7 +478,9 @@ def write_plots(caption: str, figures: Sequence[WorkloadFigures], out_dir: Path)
             fontsize=9,
             color="#444444",
         )
-        fig.text(0.01, 0.002, _HOW_TO_READ, fontsize=8.5, color="#444444", wrap=True)
+        fig.text(
+            0.01, 0.1 / fig.get_figheight(), _HOW_TO_READ, fontsize=8.5, color="#444444", wrap=True
+        )
         path = out_dir / "headline.png"
         fig.savefig(path, bbox_inches="tight")
         plt.close(fig)
@@ -494,7 +509,9 @@ def _write_detail(
     ]
     trip_rows = sum(len(f.systems) for f in trips)
     extra = [3.2] * len(series) + ([0.5 + 0.3 * trip_rows] if trips else [])
-    fig, axes = _stacked(groups, spare, width=10.0, fontsize=10, extra_rows=extra, bottom=1.1)
+    fig, axes = _stacked(
+        groups, spare, width=10.0, fontsize=10, extra_rows=extra, bottom=1.1, detail=True
+    )
     rest = axes[len(groups) :]
     for ax, members in zip(rest, series.values(), strict=False):
         _series_axis(ax, members, spare)

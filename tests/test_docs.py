@@ -1,6 +1,6 @@
 """Every ```python block of README.md and docs/*.md runs as written and prints what it shows.
 
-The conventions a page follows (docs/README-for-writers is this docstring):
+The conventions a page follows (this docstring is the guide for whoever writes the docs):
 
 - A page's blocks run in order in one namespace (a fresh module per page), so a setup block early
   on the page defines what later blocks use. Each page runs in its own temporary directory,

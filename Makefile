@@ -10,8 +10,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# editable_mode=compat installs a plain .pth path entry instead of an import hook, so that type
+# checkers (mypy, pyright) in a project using this environment find batchq and its py.typed.
 $(VENV)/.installed: $(BIN)/python pyproject.toml setup.py
-	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/pip install -q -e '.[test,bench]' --config-settings editable_mode=compat
 	touch $@
 
 ## make test: unit + integration tests (real memcached), mypy --strict, ruff

@@ -170,9 +170,11 @@ class TraceRecorder(Instrument):
         self._lock = threading.Lock()
         self._events: list[dict[str, Any]] = []
         self._tids: dict[str, int] = {}
-        self._runs: dict[int, list[float]] = {}  # scheduler id -> start times of open runs
-        self._rounds: dict[tuple[int, int], float] = {}  # (scheduler id, index) -> start
-        # Thread -> index of the round it is flushing (flushes run in the thread of their round).
+        # Scheduler id -> its open runs, innermost last: [start time, rounds of that run so far].
+        self._runs: dict[int, list[list[float]]] = {}
+        # (scheduler id, the scheduler's round index) -> (start, the round's number in its run).
+        self._rounds: dict[tuple[int, int], tuple[float, int]] = {}
+        # Thread -> number of the round it is flushing (flushes run in the thread of their round).
         self._round: dict[int, int] = {}
 
     def _now(self) -> float:
@@ -204,35 +206,44 @@ class TraceRecorder(Instrument):
 
     def run_started(self, scheduler: Scheduler) -> None:
         with self._lock:
-            self._runs.setdefault(id(scheduler), []).append(self._now())
+            self._runs.setdefault(id(scheduler), []).append([self._now(), 0])
 
     def run_finished(self, scheduler: Scheduler, stats: RunStats) -> None:
         with self._lock:
             starts = self._runs.get(id(scheduler))
             if not starts:
                 return
-            start = starts.pop()
+            start = starts.pop()[0]
             if not starts:
                 del self._runs[id(scheduler)]
             self._slice("run", "run", _SCHEDULER_TID, start, self._now(), asdict(stats))
 
     def round_started(self, scheduler: Scheduler, round_index: int) -> None:
+        # The scheduler's index counts every round it ever ran, nested runs' included; a trace
+        # reads better with each run's rounds numbered 1, 2, ... as round assertions do.
         with self._lock:
-            self._rounds[(id(scheduler), round_index)] = self._now()
-            self._round[threading.get_ident()] = round_index
+            runs = self._runs.get(id(scheduler))
+            if runs:
+                runs[-1][1] += 1
+                number = int(runs[-1][1])
+            else:  # a round outside any run this recorder saw start
+                number = round_index + 1
+            self._rounds[(id(scheduler), round_index)] = (self._now(), number)
+            self._round[threading.get_ident()] = number
 
     def round_finished(self, scheduler: Scheduler, round_index: int) -> None:
         with self._lock:
-            start = self._rounds.pop((id(scheduler), round_index), None)
+            started = self._rounds.pop((id(scheduler), round_index), None)
             self._round.pop(threading.get_ident(), None)
-            if start is not None:
+            if started is not None:
+                start, number = started
                 self._slice(
-                    f"round {round_index}",
+                    f"round {number}",
                     "round",
                     _SCHEDULER_TID,
                     start,
                     self._now(),
-                    {"round": round_index},
+                    {"round": number},
                 )
 
     def batch_flushed(
@@ -315,3 +326,8 @@ class _TaskTraceRecorder(TraceRecorder):
             "tid": _SCHEDULER_TID,
             "args": args,
         }
+
+
+def __dir__() -> list[str]:
+    # Only the public names: the typing helpers and imports above are not part of the module.
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})

@@ -1,4 +1,10 @@
-"""``python -m benchmarks [--quick] [--only NAME] [--memcached]``: run the suite and report it."""
+"""``python -m benchmarks [--quick] [--only NAME] [--memcached]``: run the suite and report it.
+
+Each run writes its tables and figures to a directory of its own under ``benchmarks/results/``
+(ignored by git, so a run never changes a tracked file) and prints where. The reference results
+the README quotes live in ``benchmarks/reference/``; ``--replot`` redraws figures from a results
+table without running anything.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import argparse
 import importlib
 import os
 import pkgutil
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -23,7 +30,8 @@ from ._harness import (
 )
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
-_DEFAULT_OUT = _PACKAGE_DIR / "results"
+# Untracked (see .gitignore): every run gets results/<UTC time>-<mode>/.
+RESULTS_DIR = _PACKAGE_DIR / "results"
 _QUICK_SCALE = 0.25
 # The order of the report: the scheduler set first (what a newcomer wants to see), then the
 # rest; modules not named here follow in alphabetical order.
@@ -99,10 +107,18 @@ def _parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=None,
-        help=f"where to write latest.md/.png/.json (default for a full run: {_DEFAULT_OUT}; "
-        "a --quick or --only run writes files only when --out is given)",
+        help="where to write results.md, results.json, headline.png and detail.png (default: a "
+        f"new directory under {RESULTS_DIR.relative_to(_PACKAGE_DIR.parent)}/, which git ignores)",
     )
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
+    p.add_argument(
+        "--replot",
+        type=Path,
+        metavar="RESULTS_MD",
+        default=None,
+        help="run nothing: redraw headline.png and detail.png from a results table written by "
+        "an earlier run, into --out (default: the table's directory)",
+    )
     return p
 
 
@@ -130,8 +146,61 @@ def _memcached_binary(force: bool, refuse: bool) -> tuple[str | None, str]:
     return binary, binary
 
 
+def run_directory(date: str, mode: str, root: Path = RESULTS_DIR) -> Path:
+    """A new directory for one run's files: ``<root>/<UTC date and time>-<mode>``."""
+    stamp = re.sub(r"[^0-9]", "", date)[:12]  # "2026-11-30 07:05 UTC" -> "202611300705"
+    kind = mode.split(" ")[0]
+    base = f"{stamp[:8]}-{stamp[8:]}-{kind}"
+    path = root / base
+    n = 1
+    while path.exists():
+        n += 1
+        path = root / f"{base}-{n}"
+    return path
+
+
+def caption(facts: Mapping[str, str]) -> str:
+    """One line naming the run a figure shows: date, commit, machine, Python, mode."""
+    machine = facts.get("Machine", "")
+    cpus = machine.split("; ", 1)[1] if "; " in machine else machine
+    return ", ".join(
+        x
+        for x in (
+            facts.get("Date", ""),
+            f"commit {facts['Commit']}" if "Commit" in facts else "",
+            cpus,
+            facts.get("Python", ""),
+            f"{facts['Mode'].split(';')[0]} run" if "Mode" in facts else "",
+        )
+        if x
+    )
+
+
+def replot(table: Path, out_dir: Path | None) -> int:
+    """Redraw the figures of an earlier run from its results table."""
+    from ._plot import figures_from_markdown, write_plots
+
+    if not table.is_file():
+        print(
+            f"error: --replot {str(table)!r}: no such file (a results.md of a run)", file=sys.stderr
+        )
+        return 2
+    for message in discover():
+        print(f"skipping {message}; its targets will not be drawn", file=sys.stderr)
+    facts, figures = figures_from_markdown(table.read_text(), REGISTRY.workloads)
+    if not figures:
+        print(f"error: {str(table)!r} has no workload tables", file=sys.stderr)
+        return 2
+    out = out_dir if out_dir is not None else table.parent
+    paths = write_plots(caption(facts), figures, out)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.replot is not None:
+        return replot(args.replot, args.out)
     started = time.perf_counter()
     skipped_modules = discover()
     for message in skipped_modules:
@@ -154,9 +223,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BenchmarkError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    partial = bool(args.quick or args.only)
-    out_dir: Path | None = args.out if args.out is not None else (None if partial else _DEFAULT_OUT)
-
     from ._report import collect_info, render_markdown, render_terminal, to_json
 
     mode = "quick" if args.quick else "full"
@@ -167,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = BenchEnv(quick=args.quick, memcached_binary=binary)
     progress = Progress()
     progress.note(
-        f"batchq benchmarks: {len(workloads)} workloads, {mode} run, memcached: {memcached_text}"
+        f"batchq benchmarks: {_count(len(workloads), 'workload')}, {mode} run, "
+        f"memcached: {memcached_text}"
     )
     try:
         results = run_suite(
@@ -179,22 +246,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     info.load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
     info.seconds = time.perf_counter() - started
     print(render_terminal(results, summaries))
-    if out_dir is not None:
-        from ._plot import write_plot
+    from ._plot import figures_from_results, write_plots
 
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "latest.md").write_text(render_markdown(info, results, summaries))
-        (out_dir / "latest.json").write_text(to_json(info, results, summaries))
-        write_plot(info, results, out_dir / "latest.png")
-        print(f"wrote {out_dir / 'latest.md'}, latest.png and latest.json")
-    else:
-        print("partial run: no files written (pass --out DIR to keep them)")
+    out_dir: Path = args.out if args.out is not None else run_directory(info.date, mode)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.md").write_text(render_markdown(info, results, summaries))
+    (out_dir / "results.json").write_text(to_json(info, results, summaries))
+    facts = {
+        "Date": info.date,
+        "Commit": info.commit + (" (dirty)" if info.dirty else ""),
+        "Machine": f"{info.platform}; {info.cpus} CPUs ({info.cpu})",
+        "Python": info.python,
+        "Mode": info.mode,
+    }
+    figures = write_plots(caption(facts), figures_from_results(results), out_dir)
+    names = ", ".join(["results.md", "results.json", *(f.name for f in figures)])
+    print(f"wrote {names} to {_shown(out_dir)}/ (not tracked by git)")
     print(f"suite took {info.seconds:.0f} s")
     failed = [r.workload.name for r in results if r.error is not None]
     if failed:
         print(f"failed workloads: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":

@@ -336,13 +336,29 @@ def _start_memcached(binary: str) -> MemcachedServer:
 
 
 class Progress:
-    """Progress on stderr: one line rewritten in place on a terminal, else one line per cycle."""
+    """Progress on stderr.
 
-    def __init__(self, stream: TextIO | None = None, *, enabled: bool = True) -> None:
+    On a terminal, one line rewritten in place names the workload, system and repetition. In a
+    log (CI, a pipe, a file) that would be hundreds of lines, so each workload gets exactly one
+    line when it ends: its systems, how it went, and an estimate of the time the suite has left.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        enabled: bool = True,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
         self.tty = enabled and self.stream.isatty()
         self._open = False
+        self._clock = clock
+        self._started = clock()
+        # Budgets (seconds) of the suite's workloads, to estimate the time left.
+        self._budgets: list[float] = []
+        self._ran_budget = 0.0  # budgets of the workloads that ran (not skipped) so far
 
     def _emit(self, text: str, *, transient: bool) -> None:
         if not self.enabled:
@@ -354,8 +370,27 @@ class Progress:
             self.stream.write(text + "\n")
         self.stream.flush()
 
+    def suite_started(self, workloads: Sequence[Workload], budget_scale: float = 1.0) -> None:
+        self._started = self._clock()
+        self._budgets = [_expected_seconds(w, budget_scale) for w in workloads]
+        self._ran_budget = 0.0
+
+    def time_left(self, done: int) -> float | None:
+        """Seconds the suite has left after ``done`` workloads, or None before any estimate.
+
+        The time spent so far, scaled by the budgets still to come over the budgets of the
+        workloads that ran (workloads declare their budgets; heavy ones overrun theirs alike).
+        """
+        if self._ran_budget <= 0 or done > len(self._budgets):
+            return None
+        elapsed = self._clock() - self._started
+        return elapsed * sum(self._budgets[done:]) / self._ran_budget
+
     def workload_started(self, index: int, total: int, workload: Workload) -> None:
-        self._emit(f"[{index}/{total}] {workload.name}: {workload.description}", transient=False)
+        if self.tty:
+            self._emit(
+                f"[{index}/{total}] {workload.name}: {workload.description}", transient=False
+            )
 
     def repetition(
         self, index: int, total: int, workload: Workload, system: str, rep: int, warmup: bool
@@ -364,20 +399,40 @@ class Progress:
         self._emit(f"[{index}/{total}] {workload.name}: {system}, {what}", transient=True)
 
     def cycle_done(self, index: int, total: int, workload: Workload, rep: int) -> None:
-        if not self.tty:
-            self._emit(f"[{index}/{total}] {workload.name}: rep {rep} done", transient=False)
+        """A cycle of every system ended (only the terminal's live line shows it)."""
 
     def workload_done(self, index: int, total: int, result: WorkloadResult) -> None:
+        w = result.workload
         if result.error is not None:
             status = f"FAILED: {result.error}"
         elif result.skipped is not None:
             status = f"skipped: {result.skipped}"
         else:
-            status = f"{result.reps} reps in {result.seconds:.1f}s"
-        self._emit(f"[{index}/{total}] {result.workload.name}: {status}", transient=False)
+            status = f"{result.reps} reps in {result.seconds:.1f} s"
+        if result.skipped is None and index <= len(self._budgets):
+            self._ran_budget += self._budgets[index - 1]
+        line = f"[{index}/{total}] {w.name}: {status}"
+        if not self.tty:
+            line = f"[{index}/{total}] {w.name} ({', '.join(w.systems)}): {status}"
+        left = self.time_left(index)
+        if left is not None and index < total:
+            line += f"; about {_duration(left)} left"
+        self._emit(line, transient=False)
 
     def note(self, text: str) -> None:
         self._emit(text, transient=False)
+
+
+def _expected_seconds(w: Workload, budget_scale: float) -> float:
+    """A workload's share of the suite's time: its budget, or a small share when it has none."""
+    return max(w.budget_s * budget_scale, 0.1)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    return f"{seconds // 60} min {seconds % 60:02d} s"
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -605,6 +660,8 @@ def run_suite(
     """Run the workloads one after another (each one interleaves its own systems)."""
     results = []
     total = len(workloads)
+    if progress is not None:
+        progress.suite_started(workloads, budget_scale)
     for i, workload in enumerate(workloads, 1):
         if progress is not None:
             progress.workload_started(i, total, workload)

@@ -1,4 +1,4 @@
-"""Where a run's results go: the terminal table, ``latest.md`` and ``latest.json``.
+"""Where a run's results go: the terminal table, ``results.md`` and ``results.json``.
 
 Every report leads with the machine, Python, commit and load, because a ratio means little without
 them, and states that absolute times belong to this run only.
@@ -80,10 +80,16 @@ def _load() -> tuple[float, float, float] | None:
 def collect_info(root: Path, *, mode: str, memcached: str) -> RunInfo:
     """Machine, Python, package versions, commit (+ dirty flag) and load average now."""
     commit = _git(root, "rev-parse", "--short", "HEAD") or "unknown"
-    # Only changes that can move the numbers count as dirty: not docs, and not the results of
-    # an earlier run (which this run is about to overwrite).
+    # Only changes that can move the numbers count as dirty: not docs, and not results.
     status = _git(
-        root, "status", "--porcelain", "--", "batchq", "benchmarks", ":!benchmarks/results"
+        root,
+        "status",
+        "--porcelain",
+        "--",
+        "batchq",
+        "benchmarks",
+        ":!benchmarks/results",
+        ":!benchmarks/reference",
     )
     versions = {}
     for name in _PEERS:
@@ -205,9 +211,9 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str
 def render_markdown(
     info: RunInfo, results: Sequence[WorkloadResult], summaries: Sequence[SummaryLine]
 ) -> str:
-    """``latest.md``: the run's facts, the targets, and a table per workload."""
+    """``results.md``: the run's facts, the targets, and a table per workload."""
     lines = [
-        "# batchq benchmarks: latest run",
+        "# batchq benchmarks: results of one run",
         "",
         (
             "Written by `python -m benchmarks` (`make bench`); see docs/benchmarks.md for what "

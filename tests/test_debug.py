@@ -474,3 +474,55 @@ def test_strict_error_names_the_call_site_file_and_line() -> None:
     with batchq.debug.strict(), pytest.raises(batchq.SyncCallInAsyncError) as info:
         outer()
     assert f"{__file__}:" in str(info.value)
+
+
+def test_trace_numbers_rounds_within_their_own_run() -> None:
+    # The outer run's only round used to be labelled "round 3": the scheduler's counter includes
+    # the rounds of the nested runs that a synchronous call inside the task started.
+    users = batchq.Loader(lambda ids: {i: i * 10 for i in ids}, name="users")
+
+    @batchq.asynq()
+    def inner(uid: int) -> Generator[Any, Any, int]:
+        return (yield users.load.asynq(uid))
+
+    @batchq.asynq()
+    def outer() -> Generator[Any, Any, int]:
+        first = inner(1) + inner(2)  # two nested runs of one round each
+        second = yield users.load.asynq(3)
+        return first + second
+
+    rec = debug.TraceRecorder()
+    with debug.instrument(rec):
+        assert outer() == 60
+    events = rec.events()
+    rounds = [e for e in events if e["ph"] == "X" and e["cat"] == "round"]
+    assert [e["name"] for e in rounds] == ["round 1", "round 1", "round 1"]
+    flushes = [e for e in events if e["ph"] == "X" and e["cat"] == "flush"]
+    assert [e["args"]["round"] for e in flushes] == [1, 1, 1]
+    runs = [e for e in events if e["ph"] == "X" and e["cat"] == "run"]
+    assert [e["args"]["rounds"] for e in runs] == [1, 1, 3]  # the outer run's stats add up
+
+
+def test_trace_numbers_successive_rounds_of_one_run() -> None:
+    users = batchq.Loader(lambda ids: {i: i for i in ids}, name="users")
+
+    @batchq.asynq()
+    def chain(n: int) -> Generator[Any, Any, int]:
+        total = 0
+        for i in range(n):
+            total += yield users.load.asynq(i)
+        return total
+
+    rec = debug.TraceRecorder()
+    with debug.instrument(rec):
+        chain(3)
+        chain(2)
+    rounds = [e["name"] for e in rec.events() if e["ph"] == "X" and e["cat"] == "round"]
+    assert rounds == ["round 1", "round 2", "round 3", "round 1", "round 2"]
+
+
+def test_dir_shows_only_public_names() -> None:
+    public = [name for name in dir(debug) if not name.startswith("_")]
+    assert public == sorted(debug.__all__)
+    assert "Any" not in dir(debug)
+    assert "__doc__" in dir(debug)

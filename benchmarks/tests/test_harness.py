@@ -29,7 +29,7 @@ from benchmarks._harness import (
     run_suite,
     run_workload,
 )
-from benchmarks._plot import write_plot
+from benchmarks._plot import figures_from_results, write_plots
 from benchmarks._report import RunInfo, render_markdown, render_terminal, to_json
 
 Systems = Mapping[str, Callable[[], Outcome]]
@@ -304,15 +304,52 @@ def test_targets_pass_or_miss_on_the_medians():
     assert checked[3].shown == "6 vs 3"
 
 
-def test_progress_names_workload_system_and_repetition():
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_in_a_log_is_one_line_per_workload_with_systems_and_time_left():
     t = FakeTime()
-    out = io.StringIO()
+    out = io.StringIO()  # not a terminal: as in CI or `make bench > log`
+    first = workload(lambda env: {"base": t.system("base", 1), "fast": t.system("fast", 1)})
+    second = workload(
+        lambda env: {"base": t.system("base", 1), "fast": t.system("fast", 1)},
+        name="second",
+        max_reps=20,
+        min_reps=20,
+    )
+    needs_server = workload(lambda env: {}, name="third", needs_memcached=True)
+    # Budgets weigh the estimate. The fake systems take 1 s each: `w` spends 8 s (a warm-up
+    # cycle and 3 reps of 2 systems) for a budget of 1 s, and 3 s of budget remain.
+    first = dataclasses.replace(first, budget_s=1.0)
+    second = dataclasses.replace(second, budget_s=2.0)
+    needs_server = dataclasses.replace(needs_server, budget_s=1.0)
+    run_suite([first, second, needs_server], BenchEnv(), progress=Progress(out, clock=t.clock))
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "[1/3] w (base, fast): 3 reps in " + lines[0].split(" reps in ")[1],
+        "[2/3] second (base, fast): 20 reps in " + lines[1].split(" reps in ")[1],
+        (
+            "[3/3] third (base, fast): skipped: needs memcached; install it or set "
+            "BENCH_MEMCACHED=1 to install and start one"
+        ),
+    ]
+    assert lines[0].endswith("; about 24 s left")  # 8 s x 3 s / 1 s
+    assert lines[1].endswith("; about 17 s left")  # (8 + 42) s x 1 s / 3 s
+    assert "rep " not in out.getvalue()
+
+
+def test_progress_on_a_terminal_rewrites_one_live_line():
+    t = FakeTime()
+    out = _Terminal()
     w = workload(lambda env: {"base": t.system("base", 1), "fast": t.system("fast", 1)}, max_reps=3)
-    run_suite([w], BenchEnv(), progress=Progress(out))
+    run_suite([w], BenchEnv(), progress=Progress(out, clock=t.clock))
     text = out.getvalue()
-    assert "[1/1] w: test workload" in text
-    assert "[1/1] w: rep 3 done" in text
-    assert "[1/1] w: 3 reps in" in text
+    assert "[1/1] w: test workload\n" in text
+    assert "\r\x1b[2K[1/1] w: fast, rep 3" in text
+    assert text.endswith("[1/1] w: 3 reps in " + text.rsplit(" reps in ", 1)[1])
+    assert text.count("\n") == 2  # the start and the end; the repetitions overwrite each other
 
 
 def test_format_measure_picks_a_readable_unit():
@@ -383,9 +420,10 @@ def test_markdown_has_the_facts_the_rows_and_the_verdicts(tmp_path: Path):
 
 
 def test_the_plot_is_a_png(tmp_path: Path):
-    path = tmp_path / "latest.png"
-    write_plot(_info(), [_finished_result()], path)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    paths = write_plots("a caption", figures_from_results([_finished_result()]), tmp_path)
+    assert [p.name for p in paths] == ["headline.png", "detail.png"]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # -- the command line ----------------------------------------------------------------------------
@@ -466,6 +504,7 @@ def test_a_series_is_drawn_as_one_panel(tmp_path: Path):
             series=("cost vs depth", depth),
         )
         results.append(run_workload(w, BenchEnv(), clock=t.clock))
-    path = tmp_path / "series.png"
-    write_plot(_info(), [*results, _finished_result()], path)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figures = figures_from_results([*results, _finished_result()])
+    assert [f.series for f in figures] == [("cost vs depth", d) for d in (10, 20, 40)] + [None]
+    (_, detail) = write_plots("a caption", figures, tmp_path)
+    assert detail.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

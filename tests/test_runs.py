@@ -468,7 +468,7 @@ def test_steady_load_with_random_cancellations_answers_every_other_request_corre
                     for _, task, c in pending[-25:]:
                         if c and rng.random() < 0.5:
                             task.cancel()
-            for i, task, c in pending:
+            for _, task, c in pending:
                 if c and not task.done():
                     task.cancel()
             for i, task, c in pending:

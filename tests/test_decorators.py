@@ -274,7 +274,7 @@ def test_asynq_accepts_exactly_what_the_function_accepts(fn: Any, calls: Any) ->
         assert f(*args, **kwargs) == expected
         # The call as messages show it is read back from the generator, the same either way.
         generated = f.asynq(*args, **kwargs)
-        packed = _packed_task_factory(fn)(*args, **kwargs)
+        packed = _packed_task_factory(fn)(f, *args, **kwargs)
         assert (generated.args, generated.kwargs) == (packed.args, packed.kwargs)
 
 
@@ -339,7 +339,7 @@ def test_both_task_makers_match_asynctask_init(generated: bool) -> None:
         return x
 
     f = asynq()(gen_fn)
-    fast = f.asynq(1) if generated else _packed_task_factory(gen_fn)(1)
+    fast = f.asynq(1) if generated else _packed_task_factory(gen_fn)(f, 1)
     slow = AsyncTask(gen_fn(1), gen_fn)
     slots = [s for cls in type(slow).__mro__ for s in getattr(cls, "__slots__", ())]
     for name in slots:

@@ -350,7 +350,11 @@ class BoundMethod(Generic[P, T]):
         bind = getattr(sync_fn, "__get__", None)
         if bind is None:
             return sync_fn
-        bound: Callable[..., Any] = bind(self.__self__, type(self.__self__))
+        if isinstance(self.__func__, AsyncClassMethod):
+            # __self__ is the class; a classmethod sync_fn binds to it, not to its metaclass.
+            bound: Callable[..., Any] = bind(None, self.__self__)
+        else:
+            bound = bind(self.__self__, type(self.__self__))
         return bound
 
     # No ``fn`` property: a bound method follows qcore's binder protocol (``decorator``,
@@ -633,7 +637,7 @@ def asynq(
             msg = "asynq(pure=True) does not take sync_fn: a pure function has no sync call"
             raise TypeError(msg)
         return _DecoratePure(cls, asyncio_fn)
-    if sync_fn is not None and not callable(sync_fn):
+    if sync_fn is not None and not (callable(sync_fn) or isinstance(sync_fn, classmethod)):
         msg = f"asynq(sync_fn=...) takes a callable, got {sync_fn!r}"
         raise TypeError(msg)
     if asyncio_fn is not None and not callable(asyncio_fn):

@@ -6,6 +6,7 @@ Every yieldable leaf (tasks, batch items, constant futures) is a ``FutureBase``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
@@ -134,11 +135,35 @@ def _short_repr(value: object, limit: int = 80) -> str:
 class Future(FutureBase[T_co]):
     """A future computed on demand by calling ``value_provider()``."""
 
-    __slots__ = ("_value_provider",)
+    __slots__ = ("_value_provider", "_on_computed")
 
     def __init__(self, value_provider: Callable[[], T_co]) -> None:
         super().__init__()
         self._value_provider = value_provider
+        self._on_computed: Any = None
+
+    @property
+    def on_computed(self) -> Any:
+        """asynq's event hook: ``fut.on_computed.subscribe(handler)``; ``handler(fut)`` runs once
+        the value or error is set. A handler's ``Exception`` is logged and does not change the
+        future; a ``BaseException`` (an interrupt) propagates."""
+        if self._on_computed is None:
+            from qcore.events import EventHook
+
+            self._on_computed = EventHook()
+        return self._on_computed
+
+    def _computed(self) -> None:
+        hook = self._on_computed
+        if hook is None:
+            return
+        for handler in list(hook):
+            try:
+                handler(self)
+            except Exception:
+                logging.getLogger("batchq").exception(
+                    "an on_computed handler of %r failed; the future keeps its value", self
+                )
 
     def _compute(self) -> None:
         try:

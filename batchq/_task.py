@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._errors import AsyncTaskResult
+from ._errors import AsyncTaskResult, UsageError
 from ._futures import NOT_COMPUTED, FutureBase
 
 if TYPE_CHECKING:
@@ -129,4 +129,10 @@ def _arguments_from_frame(
 
 def result(value: object) -> None:
     """Return ``value`` from the calling generator (asynq compatibility; prefer ``return``)."""
+    if isinstance(value, FutureBase):
+        msg = (
+            f"result() got the future {value!r}, not a value: yield it first, "
+            "`result((yield fut))`, or return it from a pure function"
+        )
+        raise UsageError(msg)
     raise AsyncTaskResult(value)

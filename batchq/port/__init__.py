@@ -83,8 +83,8 @@ class PortResult:
             difflib.unified_diff(
                 self.original.splitlines(True),
                 self.text.splitlines(True),
-                f"a/{self.path}",
-                f"b/{self.path}",
+                f"{self.path} (asynq)",
+                f"{self.path} (batchq)",
             )
         )
 

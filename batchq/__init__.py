@@ -25,6 +25,7 @@ from ._errors import DependencyCycleError as DependencyCycleError
 from ._errors import FetchResultError as FetchResultError
 from ._errors import FutureIsAlreadyComputed as FutureIsAlreadyComputed
 from ._errors import SyncCallInAsyncError as SyncCallInAsyncError
+from ._errors import UsageError as UsageError
 from ._errors import YieldTypeError as YieldTypeError
 from ._futures import ConstFuture as ConstFuture
 from ._futures import ErrorFuture as ErrorFuture
@@ -117,6 +118,7 @@ __all__ = [
     "BatchCancelledError",
     "FetchResultError",
     "SyncCallInAsyncError",
+    "UsageError",
     "YieldInNonAsyncContextError",
     "AsyncTaskError",
     "AsyncTaskCancelledError",

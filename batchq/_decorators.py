@@ -65,7 +65,7 @@ class _AsyncCallable(Generic[P, T]):
     """What every decorated function shares: the wrapped ``fn`` and how to make its task."""
 
     fn: Callable[..., Any]
-    task_cls: type[AsyncTask[Any]] | None
+    task_cls: type[AsyncTask[Any]]
 
     def __init__(
         self,
@@ -125,7 +125,8 @@ class _AsyncCallable(Generic[P, T]):
     def __reduce__(self) -> str:
         # Pickled by reference, like the function it decorates: task queues and multiprocessing
         # send function references, and copy.deepcopy(f) is f.
-        return self.__qualname__
+        name: str = getattr(self, "__qualname__", self.fn.__qualname__)
+        return name
 
     def name(self) -> str:
         return "@asynq()"
@@ -162,7 +163,7 @@ class AsyncFunction(_AsyncCallable[P, T]):
         if self.sync_fn is not None:
             return self.sync_fn(*args, **kwargs)  # type: ignore[no-any-return]
         if not self._is_gen and not self._own_call:
-            return _call_plain_sync(self.fn, args, kwargs)
+            return _call_plain_sync(self.fn, args, kwargs)  # type: ignore[no-any-return]
         return run_sync(self._call_pure(args, kwargs))
 
     @overload
@@ -318,7 +319,7 @@ def _build_factory(
     # row and tracebacks and inspect.getsource show the generated code (registered in linecache).
     # Replacing the code object costs about 1 µs; compiling it would cost 70. The code's
     # qualname is fn's, so that errors in the arguments read as for fn: "f() missing 1 ...".
-    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "fn")
+    qualname = str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "fn"))
     module = getattr(fn, "__module__", None) or "?"
     filename = f"<batchq task maker for {module}.{qualname}>"
     if sys.version_info >= (3, 11):

@@ -117,7 +117,10 @@ def port(*paths: Path) -> subprocess.CompletedProcess[str]:
 
 
 def run_pytest(
-    workdir: Path, args: list[str], extra_path: list[Path] = (), timeout: float = 600  # type: ignore[assignment]
+    workdir: Path,
+    args: list[str],
+    extra_path: list[Path] = (),
+    timeout: float = 600,  # type: ignore[assignment]
 ) -> dict[str, str]:
     """Run pytest in ``workdir`` with asynq blocked; the outcome of every test by its id."""
     (workdir / "conftest.py").write_text(BLOCK_ASYNQ)

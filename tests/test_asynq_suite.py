@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 import peer_suites
+import pytest
 
 EXCLUDED_MODULES = ["test_asynq_to_async.py", "test_pyright.py", "test_typing.py"]
 

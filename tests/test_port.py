@@ -54,8 +54,9 @@ def test_rewrite_changes_only_imports_and_paths_and_keeps_comments(project: Path
     assert after.startswith(PORTED_HEADER)
     assert 'patch("batchq.compat.debug.options", dbg.options)' in after
     # Everything but the import block and the patched path is byte for byte the same.
-    assert after.split("\n\n\n", 1)[1].replace("batchq.compat.debug", "asynq.debug") == (
-        before.split("\n\n\n", 1)[1]
+    assert (
+        after.split("\n\n\n", 1)[1].replace("batchq.compat.debug", "asynq.debug")
+        == (before.split("\n\n\n", 1)[1])
     )
     assert "rewrote 2 of 3 files; 3 constructs to port by hand" in done.stderr
 
@@ -117,7 +118,10 @@ def test_port_is_idempotent(project: Path) -> None:
         ("import asynq.tools as t\n", "import batchq.compat.tools as t\n"),
         ("from asynq.decorators import lazy\n", "from batchq.compat.decorators import lazy\n"),
         ("from  asynq  import  result\n", "from  batchq.compat  import  result\n"),
-        ("def f():\n    from asynq import asynq\n", "def f():\n    from batchq.compat import asynq\n"),
+        (
+            "def f():\n    from asynq import asynq\n",
+            "def f():\n    from batchq.compat import asynq\n",
+        ),
         ("from . import asynq\nimport asynqx\n", "from . import asynq\nimport asynqx\n"),
         ("x = 'asynq.scheduler.get_scheduler'\n", "x = 'batchq.compat.scheduler.get_scheduler'\n"),
         ("x = f'asynq.{y}'\ns = 'not asynq.debug'\n", "x = f'asynq.{y}'\ns = 'not asynq.debug'\n"),

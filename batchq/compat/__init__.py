@@ -9,6 +9,7 @@ classes and one set of ``isinstance`` checks. New code should import from ``batc
 Importing this package has no side effects (asynq replaces ``sys.excepthook`` on import).
 """
 
+from batchq import END_OF_GENERATOR as END_OF_GENERATOR
 from batchq import AsyncContext as AsyncContext
 from batchq import AsyncScopedValue as AsyncScopedValue
 from batchq import AsyncTask as AsyncTask
@@ -20,7 +21,6 @@ from batchq import BatchCancelledError as BatchCancelledError
 from batchq import BatchingError as BatchingError
 from batchq import BatchItemBase as BatchItemBase
 from batchq import ConstFuture as ConstFuture
-from batchq import END_OF_GENERATOR as END_OF_GENERATOR
 from batchq import ErrorFuture as ErrorFuture
 from batchq import Future as Future
 from batchq import FutureBase as FutureBase

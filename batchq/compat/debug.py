@@ -66,7 +66,7 @@ class DebugOptions:
         self.ENABLE_COMPLEX_ASSERTIONS = True
         self.KEEP_DEPENDENCIES = False
 
-    def DUMP_ALL(self, value: bool | None = None) -> bool | None:  # noqa: N802 - asynq's name
+    def DUMP_ALL(self, value: bool | None = None) -> bool | None:
         """Read (no argument) or set every ``DUMP_*`` switch at once."""
         if value is None:
             return all(getattr(self, name) for name in _DUMP_FLAGS)
@@ -97,7 +97,7 @@ _DUMP_FLAGS = (
 options = DebugOptions()
 
 
-def DUMP_ALL(value: bool | None = None) -> bool | None:  # noqa: N802 - asynq's name
+def DUMP_ALL(value: bool | None = None) -> bool | None:
     return options.DUMP_ALL(value)
 
 
@@ -176,7 +176,7 @@ def filter_traceback(tb_list: list[str]) -> list[str]:
 class AsynqStackTracebackFormatter(logging.Formatter):
     """A logging formatter that formats exceptions with :func:`format_error`."""
 
-    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+    def formatException(self, ei: Any) -> str:
         _, error, tb = ei
         return format_error(error, tb=tb) or ""
 
@@ -205,7 +205,7 @@ def extract_tb(
 
 
 def format_tb(tb: TracebackType | None) -> list[str]:
-    return traceback.format_list(extract_tb(tb))  # type: ignore[arg-type]
+    return traceback.format_list(extract_tb(tb))
 
 
 def dump_stack(skip: int = 0, limit: int | None = None) -> None:

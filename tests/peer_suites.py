@@ -165,3 +165,35 @@ def outcomes(report: Path) -> dict[str, str]:
             outcome = "passed-with-teardown-error"
         result[test_id] = outcome
     return result
+
+
+PYCROSCOPE_ASYNQ_MODULES = ("test_asynq.py", "test_asynq_checker.py", "test_yield_checker.py")
+
+
+def asynq_related_tests(package: Path) -> list[str]:
+    """pycroscope's asynq-related tests, as pytest node ids relative to the package's parent.
+
+    Every test of its three asynq modules, and every other test whose source mentions asynq.
+    """
+    import ast
+
+    ids: list[str] = []
+    for path in sorted(package.glob("test_*.py")):
+        source = path.read_text()
+        whole = path.name in PYCROSCOPE_ASYNQ_MODULES
+        tree = ast.parse(source)
+        prefix = f"{package.name}/{path.name}"
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test"):
+                if whole or "asynq" in (ast.get_source_segment(source, node) or ""):
+                    ids.append(f"{prefix}::{node.name}")
+            elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
+                for item in node.body:
+                    if isinstance(item, ast.FunctionDef) and item.name.startswith("test"):
+                        segment = ast.get_source_segment(source, item) or ""
+                        decorators = "".join(
+                            ast.get_source_segment(source, d) or "" for d in item.decorator_list
+                        )
+                        if whole or "asynq" in segment + decorators:
+                            ids.append(f"{prefix}::{node.name}::{item.name}")
+    return ids

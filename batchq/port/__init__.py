@@ -14,8 +14,8 @@ mirrors asynq's modules and names with batchq's own objects.
 
 Only import statements and such strings change; formatting and comments stay as they are, so a
 second run changes nothing. What the rule cannot port is reported with file and line: an
-import of a module or name that ``batchq.compat`` does not have, and the bare string
-``"asynq"`` (a dynamic import).
+import of a module or name that ``batchq.compat`` does not have, and a call that imports asynq
+by name (``importlib.import_module("asynq")``).
 """
 
 from __future__ import annotations
@@ -186,6 +186,14 @@ def port_source(source: str, path: str = "<string>") -> PortResult:
             _port_import(node, tokens, lines, edits, problems, path)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and _is_asynq(node.module):
             _port_import_from(node, tokens, lines, edits, problems, path)
+        elif isinstance(node, ast.Call) and _imports_by_name(node):
+            problems.append(
+                Problem(
+                    path,
+                    node.lineno,
+                    f'{ast.unparse(node.func)}("asynq") imports asynq by name: port by hand',
+                )
+            )
 
     for tok in tokens:
         if tok.type != tokenize.STRING:
@@ -196,11 +204,7 @@ def port_source(source: str, path: str = "<string>") -> PortResult:
             continue  # f-strings and the like
         if not isinstance(value, str):
             continue
-        if value == "asynq":
-            problems.append(
-                Problem(path, tok.start[0], '"asynq" names the module dynamically: port by hand')
-            )
-        elif _is_asynq(value) and all(p.isidentifier() for p in value.split(".")):
+        if _is_asynq(value) and value != "asynq" and all(p.isidentifier() for p in value.split(".")):
             new = _port_dotted_string(value)
             if new is None:
                 problems.append(
@@ -212,6 +216,23 @@ def port_source(source: str, path: str = "<string>") -> PortResult:
     text = edits.apply()
     problems.sort(key=lambda p: p.line)
     return PortResult(path, source, text, len(edits.items), tuple(problems))
+
+
+def _imports_by_name(call: ast.Call) -> bool:
+    """``__import__("asynq")``, ``importlib.import_module("asynq")``, ``find_spec("asynq")``,
+    ``pytest.importorskip("asynq")`` and the like: a call that names the module in a string.
+
+    Only the first argument of a function whose name says it imports or finds a module counts:
+    the string "asynq" is also the name of the ``.asynq`` attribute (``getattr(f, "asynq")``).
+    """
+    if not call.args:
+        return False
+    first = call.args[0]
+    if not (isinstance(first, ast.Constant) and first.value == "asynq"):
+        return False
+    func = call.func
+    name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+    return any(word in name.lower() for word in ("import", "install", "find_spec"))
 
 
 def _port_dotted_string(value: str) -> str | None:

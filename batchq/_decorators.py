@@ -512,6 +512,19 @@ class PureAsyncStaticMethod(PureAsyncFunction[P, T]):
         return self
 
 
+# qcore's decorator protocol: ``type`` says how a decorator binds (None, classmethod or
+# staticmethod); a qcore decorator applied on top of ours reads it (asynq-era custom decorators).
+# Set here, not in the class bodies, where an attribute named ``type`` would shadow the builtin.
+for _cls, _binding in (
+    (_AsyncCallable, None),
+    (AsyncClassMethod, classmethod),
+    (AsyncStaticMethod, staticmethod),
+    (PureAsyncClassMethod, classmethod),
+    (PureAsyncStaticMethod, staticmethod),
+):
+    setattr(_cls, "type", _binding)  # noqa: B010
+
+
 class _Decorate:
     """What ``asynq()`` returns: applies the decorator, keeping the signature for mypy."""
 

@@ -133,11 +133,7 @@ def run_pytest(
         )
     )
     report = workdir / "report.xml"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(workdir), *map(str, extra_path), env.get("PYTHONPATH", "")]
-    )
-    env.pop("PYTEST_ADDOPTS", None)
+    env = env_with_path([workdir, *(extra_path or [])])
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", f"--junitxml={report}", *args],
         cwd=workdir,
@@ -150,6 +146,14 @@ def run_pytest(
         msg = f"pytest wrote no report (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         raise RuntimeError(msg)
     return outcomes(report)
+
+
+def env_with_path(paths: list[Path]) -> dict[str, str]:
+    """The environment for a subprocess that imports from ``paths`` first."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), env.get("PYTHONPATH", "")])
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
 
 
 def outcomes(report: Path) -> dict[str, str]:
@@ -183,17 +187,18 @@ def asynq_related_tests(package: Path) -> list[str]:
         whole = path.name in PYCROSCOPE_ASYNQ_MODULES
         tree = ast.parse(source)
         prefix = f"{package.name}/{path.name}"
+
+        def mentions_asynq(fn: ast.FunctionDef) -> bool:
+            parts = [fn, *fn.decorator_list]
+            return "asynq" in "".join(ast.get_source_segment(source, p) or "" for p in parts)
+
         for node in tree.body:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test"):
-                if whole or "asynq" in (ast.get_source_segment(source, node) or ""):
+                if whole or mentions_asynq(node):
                     ids.append(f"{prefix}::{node.name}")
             elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
                 for item in node.body:
                     if isinstance(item, ast.FunctionDef) and item.name.startswith("test"):
-                        segment = ast.get_source_segment(source, item) or ""
-                        decorators = "".join(
-                            ast.get_source_segment(source, d) or "" for d in item.decorator_list
-                        )
-                        if whole or "asynq" in segment + decorators:
+                        if whole or mentions_asynq(item):
                             ids.append(f"{prefix}::{node.name}::{item.name}")
     return ids

@@ -204,7 +204,11 @@ def port_source(source: str, path: str = "<string>") -> PortResult:
             continue  # f-strings and the like
         if not isinstance(value, str):
             continue
-        if _is_asynq(value) and value != "asynq" and all(p.isidentifier() for p in value.split(".")):
+        if (
+            _is_asynq(value)
+            and value != "asynq"
+            and all(p.isidentifier() for p in value.split("."))
+        ):
             new = _port_dotted_string(value)
             if new is None:
                 problems.append(

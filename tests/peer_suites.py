@@ -9,6 +9,7 @@ quietly using the real asynq.
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -179,26 +180,26 @@ def asynq_related_tests(package: Path) -> list[str]:
 
     Every test of its three asynq modules, and every other test whose source mentions asynq.
     """
-    import ast
-
     ids: list[str] = []
     for path in sorted(package.glob("test_*.py")):
         source = path.read_text()
         whole = path.name in PYCROSCOPE_ASYNQ_MODULES
-        tree = ast.parse(source)
         prefix = f"{package.name}/{path.name}"
-
-        def mentions_asynq(fn: ast.FunctionDef) -> bool:
-            parts = [fn, *fn.decorator_list]
-            return "asynq" in "".join(ast.get_source_segment(source, p) or "" for p in parts)
-
-        for node in tree.body:
+        for node in ast.parse(source).body:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test"):
-                if whole or mentions_asynq(node):
+                if whole or _mentions_asynq(source, node):
                     ids.append(f"{prefix}::{node.name}")
             elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
-                for item in node.body:
-                    if isinstance(item, ast.FunctionDef) and item.name.startswith("test"):
-                        if whole or mentions_asynq(item):
-                            ids.append(f"{prefix}::{node.name}::{item.name}")
+                ids.extend(
+                    f"{prefix}::{node.name}::{item.name}"
+                    for item in node.body
+                    if isinstance(item, ast.FunctionDef)
+                    and item.name.startswith("test")
+                    and (whole or _mentions_asynq(source, item))
+                )
     return ids
+
+
+def _mentions_asynq(source: str, fn: ast.FunctionDef) -> bool:
+    parts = [fn, *fn.decorator_list]
+    return "asynq" in "".join(ast.get_source_segment(source, p) or "" for p in parts)

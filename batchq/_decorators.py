@@ -304,6 +304,12 @@ def _compiled_maker(source: str) -> Callable[..., Callable[..., AsyncTask[Any]]]
     return maker
 
 
+@functools.lru_cache(maxsize=4096)
+def _source_lines(source: str) -> list[str]:
+    """The lines of a factory source, shared by every function whose maker it compiles to."""
+    return source.splitlines(True)
+
+
 def _build_factory(
     fn: Callable[..., Any], params: list[str], call: list[str], env: dict[str, Any]
 ) -> Callable[..., AsyncTask[Any]]:
@@ -327,7 +333,7 @@ def _build_factory(
     else:  # pragma: no cover - exercised on 3.10 only
         code = factory.__code__.replace(co_filename=filename)
     factory.__code__ = code
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    linecache.cache[filename] = (len(source), None, _source_lines(source), filename)
     factory.__qualname__ = qualname
     factory.__module__ = module
     factory.__doc__ = "The task of this call, to ``yield`` from another async function."

@@ -371,3 +371,34 @@ def test_functions_with_the_same_parameters_keep_their_own_body_and_defaults() -
     assert f.asynq(0).value() == ("first", 0, 1)
     assert g.asynq(0).value() == ("second", 0, 2)
     assert f.asynq.__qualname__.endswith("first")
+
+
+def test_each_task_maker_has_its_own_profiler_row_and_source() -> None:
+    import cProfile
+    import inspect
+    import pstats
+
+    def first(x: int) -> Generator[Any, Any, int]:
+        yield None
+        return x
+
+    def second(x: int) -> Generator[Any, Any, int]:
+        yield None
+        return x
+
+    f, g = asynq()(first), asynq()(second)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    f.asynq(1)
+    g.asynq(2)
+    profiler.disable()
+    makers = {
+        filename
+        for filename, _, name in pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+        if name == "asynq"
+    }
+    assert len(makers) == 2
+    assert all("batchq task maker for" in name for name in makers)
+    assert any(name.endswith("first>") for name in makers)
+    assert any(name.endswith("second>") for name in makers)
+    assert inspect.getsource(f.asynq).startswith("    def asynq(_bq_self, /, x):")

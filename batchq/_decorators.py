@@ -162,9 +162,29 @@ class AsyncFunction(_AsyncCallable[P, T]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
         if self.sync_fn is not None:
             return self.sync_fn(*args, **kwargs)  # type: ignore[no-any-return]
-        if not self._is_gen and not self._own_call:
-            return _call_plain_sync(self.fn, args, kwargs)  # type: ignore[no-any-return]
+        if not self._is_gen:
+            # Called directly, without a task (_call_plain_sync inlined, for speed). A subclass
+            # that overrides _call_pure gets _call_through_call_pure as __call__ instead.
+            try:
+                return self.fn(*args, **kwargs)  # type: ignore[no-any-return]
+            except AsyncTaskResult as r:
+                return r.result  # type: ignore[no-any-return]
         return run_sync(self._call_pure(args, kwargs))
+
+    def _call_through_call_pure(self, *args: Any, **kwargs: Any) -> Any:
+        if self.sync_fn is not None:
+            return self.sync_fn(*args, **kwargs)
+        return run_sync(self._call_pure(args, kwargs))
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # asynq's extension point: a custom decorator overrides _call_pure, and every call,
+        # also of a plain function, goes through it. Decided once here, not on every call.
+        if (
+            cls._call_pure is not _AsyncCallable._call_pure
+            and cls.__call__ is AsyncFunction.__call__
+        ):
+            cls.__call__ = AsyncFunction._call_through_call_pure  # type: ignore[method-assign,assignment]
 
     @overload
     def __get__(

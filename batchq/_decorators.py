@@ -168,7 +168,7 @@ class AsyncFunction(_AsyncCallable[P, T]):
             try:
                 return self.fn(*args, **kwargs)  # type: ignore[no-any-return]
             except AsyncTaskResult as r:
-                return r.result  # type: ignore[no-any-return]
+                return r.result  # type: ignore[return-value]
         return run_sync(self._call_pure(args, kwargs))
 
     def _call_through_call_pure(self, *args: Any, **kwargs: Any) -> Any:
@@ -184,7 +184,7 @@ class AsyncFunction(_AsyncCallable[P, T]):
             cls._call_pure is not _AsyncCallable._call_pure
             and cls.__call__ is AsyncFunction.__call__
         ):
-            cls.__call__ = AsyncFunction._call_through_call_pure  # type: ignore[method-assign,assignment]
+            cls.__call__ = AsyncFunction._call_through_call_pure  # type: ignore[method-assign]
 
     @overload
     def __get__(

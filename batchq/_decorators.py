@@ -122,6 +122,12 @@ class _AsyncCallable(Generic[P, T]):
         """qcore's decorator protocol, which introspection tools (pycroscope) follow."""
         return True
 
+    @property
+    def decorator(self) -> Self:
+        """Itself: ``Class.method`` is the decorated function, where qcore gives an unbound
+        binder whose ``decorator`` it is; ``Class.method.decorator`` reads the same in both."""
+        return self
+
     def __reduce__(self) -> str:
         # Pickled by reference, like the function it decorates: task queues and multiprocessing
         # send function references, and copy.deepcopy(f) is f.

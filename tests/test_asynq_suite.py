@@ -25,9 +25,8 @@ KNOWN_FAILURES = {
     "asynq_tests.test_mock::test_cant_set_attribute": "AsynqAttributeError is no TypeError",
     "asynq_tests.test_profiler::test_collect_perf_stats": "no per-task stats in the profiler",
     "asynq_tests.test_recursive_task::test_it": "no MAX_TASK_STACK_SIZE: deep chains run",
-    "asynq_tests.test_tools::test_acached_per_instance": "class access gives no binder",
 }
-PASS_FLOOR = 83
+PASS_FLOOR = 84
 
 
 @pytest.fixture(scope="module")

@@ -86,6 +86,7 @@ def test_bound_methods_follow_the_qcore_binder_protocol() -> None:
     assert bound.instance is m
     assert list(inspect.signature(bound).parameters) == ["y", "z"]
     assert bound.fn is Model.__dict__["add"].fn  # still reachable, through __getattr__
+    assert Model.add.decorator is Model.__dict__["add"] is bound.decorator
 
 
 def test_pure_classmethods_in_both_orders_bind_to_the_class() -> None:

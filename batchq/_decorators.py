@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Coroutine, Generator
 from inspect import CO_VARARGS, CO_VARKEYWORDS
 from types import FunctionType, MethodType
-from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import Any, ClassVar, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
 from ._errors import AsyncTaskResult
 from ._futures import NOT_COMPUTED
@@ -66,6 +66,7 @@ class _AsyncCallable(Generic[P, T]):
 
     fn: Callable[..., Any]
     task_cls: type[AsyncTask[Any]]
+    binder_cls: ClassVar[type[BoundMethod[Any, Any]]]
 
     def __init__(
         self,
@@ -555,6 +556,12 @@ for _cls, _binding in (
     (PureAsyncStaticMethod, staticmethod),
 ):
     setattr(_cls, "type", _binding)  # noqa: B010
+
+
+# qcore's decorator protocol: the class a method binds to. With ``fn``, it is how tools
+# (pycroscope) recognise a method-like decorator and check ``obj.method(...)`` as a method call.
+_AsyncCallable.binder_cls = BoundAsyncFunction
+PureAsyncFunction.binder_cls = BoundPureAsyncFunction
 
 
 class _Decorate:

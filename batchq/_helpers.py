@@ -167,6 +167,8 @@ class AsyncWrapper(Generic[P, T]):
     """
 
     bound_cls: type[BoundAsyncWrapper[Any, Any]]
+    # qcore's name for it, by which tools (pycroscope) recognise a method-like decorator.
+    binder_cls: type[BoundAsyncWrapper[Any, Any]]
 
     def __init__(
         self,
@@ -258,7 +260,7 @@ class BoundAsyncWrapper(BoundMethod[P, T]):
         )
 
 
-AsyncWrapper.bound_cls = BoundAsyncWrapper
+AsyncWrapper.bound_cls = AsyncWrapper.binder_cls = BoundAsyncWrapper
 
 
 class AsyncProxy(AsyncWrapper[P, T]):

@@ -87,6 +87,9 @@ def test_bound_methods_follow_the_qcore_binder_protocol() -> None:
     assert list(inspect.signature(bound).parameters) == ["y", "z"]
     assert bound.fn is Model.__dict__["add"].fn  # still reachable, through __getattr__
     assert Model.add.decorator is Model.__dict__["add"] is bound.decorator
+    assert type(bound) is Model.add.binder_cls
+    assert Model.add.type is None
+    assert Model.__dict__["pure_cls"].type is classmethod
 
 
 def test_pure_classmethods_in_both_orders_bind_to_the_class() -> None:

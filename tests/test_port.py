@@ -147,3 +147,17 @@ def test_bad_arguments_exit_2_with_usage(tmp_path: Path) -> None:
     assert "is neither a file nor a directory" in missing.stderr
     assert _port("--frobnicate", tmp_path).returncode == 2
     assert "usage: python -m batchq.port" in _port().stderr
+
+
+def test_line_endings_and_encoding_are_kept(tmp_path: Path) -> None:
+    crlf = tmp_path / "crlf.py"
+    crlf.write_bytes(b"import asynq\r\nfrom asynq import result  # r\r\n")
+    latin = tmp_path / "latin.py"
+    latin.write_bytes(b"# -*- coding: latin-1 -*-\nfrom asynq import asynq  # caf\xe9\n")
+    assert _port(tmp_path).returncode == 0
+    assert crlf.read_bytes() == (
+        b"import batchq.compat as asynq\r\nfrom batchq.compat import result  # r\r\n"
+    )
+    assert latin.read_bytes() == (
+        b"# -*- coding: latin-1 -*-\nfrom batchq.compat import asynq  # caf\xe9\n"
+    )

@@ -57,3 +57,27 @@ def test_every_known_failure_is_documented() -> None:
     porting = (Path(__file__).parent.parent / "docs" / "porting.md").read_text()
     for test in KNOWN_FAILURES:
         assert test.rsplit("::", 1)[1] in porting, test
+
+
+def test_the_suites_run_with_asynq_blocked(tmp_path: Path) -> None:
+    """asynq is installed next to batchq (a benchmark peer); the suites must not reach it."""
+    import subprocess
+    import sys
+
+    (tmp_path / "block_asynq.py").write_text(peer_suites.BLOCK_ASYNQ)
+    code = (
+        "import block_asynq\n"
+        "try:\n    import asynq\nexcept ImportError as e:\n    print('blocked:', e)\n"
+        "import batchq.compat\nprint('compat ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=peer_suites.env_with_path([tmp_path]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout == (
+        "blocked: asynq is blocked: this suite runs against batchq.compat\ncompat ok\n"
+    ), done.stderr

@@ -21,6 +21,7 @@ from ._core._errors import DependencyCycleError as DependencyCycleError
 from ._core._errors import FetchResultError as FetchResultError
 from ._core._errors import FutureIsAlreadyComputed as FutureIsAlreadyComputed
 from ._core._errors import SyncCallInAsyncError as SyncCallInAsyncError
+from ._core._errors import UsageError as UsageError
 from ._core._errors import YieldTypeError as YieldTypeError
 from ._core._futures import ConstFuture as ConstFuture
 from ._core._futures import ErrorFuture as ErrorFuture
@@ -117,6 +118,7 @@ __all__ = [
     "BatchCancelledError",
     "FetchResultError",
     "SyncCallInAsyncError",
+    "UsageError",
     "YieldInNonAsyncContextError",
     "AsyncTaskError",
     "AsyncTaskCancelledError",

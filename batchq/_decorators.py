@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import linecache
 import sys
 from collections.abc import Callable, Coroutine, Generator
 from inspect import CO_VARARGS, CO_VARKEYWORDS
 from types import FunctionType, MethodType
-from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import Any, ClassVar, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
+from ._core._errors import AsyncTaskResult
 from ._core._futures import NOT_COMPUTED
 from ._core._loop import run_sync
 from ._core._task import AsyncTask
@@ -51,18 +53,31 @@ def _call_plain(
     yield  # makes this a generator  # pragma: no cover
 
 
+def _call_plain_sync(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Call a plain function directly; ``result(x)`` in it returns ``x``, as from its task."""
+    try:
+        return fn(*args, **kwargs)
+    except AsyncTaskResult as r:
+        return r.result
+
+
 class _AsyncCallable(Generic[P, T]):
     """What every decorated function shares: the wrapped ``fn`` and how to make its task."""
 
     fn: Callable[..., Any]
     task_cls: type[AsyncTask[Any]]
+    binder_cls: ClassVar[type[BoundMethod[Any, Any]]]
 
     def __init__(
         self,
         fn: Callable[..., Any],
         task_cls: type[AsyncTask[Any]] = AsyncTask,
         sync_fn: Callable[..., Any] | None = None,
+        asyncio_fn: Callable[..., Any] | None = None,
     ) -> None:
+        if isinstance(fn, (classmethod, staticmethod)):
+            # asynq's decorator classes take a raw classmethod too (custom subclasses do this).
+            fn = fn.__func__
         if inspect.iscoroutinefunction(fn):
             msg = (
                 f"@asynq() cannot decorate the coroutine function {fn!r} (async def): batchq "
@@ -88,16 +103,37 @@ class _AsyncCallable(Generic[P, T]):
         self.fn = fn
         self.task_cls = task_cls
         self.sync_fn = sync_fn
+        self.asyncio_fn = asyncio_fn
         self._is_gen = inspect.isgeneratorfunction(fn)
+        # A subclass that overrides _call_pure (asynq's extension point) decides every call.
+        self._own_call = type(self)._call_pure is not _AsyncCallable._call_pure
 
-    def _task(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncTask[T]:
+    def _call_pure(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncTask[T]:
+        """The task of one call; asynq's name, which custom decorator subclasses override."""
         fn = self.fn
+        task_cls = self.task_cls or AsyncTask
         if self._is_gen:
-            return self.task_cls(fn(*args, **kwargs), fn, args, kwargs)
-        return self.task_cls(_call_plain(fn, args, kwargs), fn, args, kwargs)
+            return task_cls(fn(*args, **kwargs), fn, args, kwargs)
+        return task_cls(_call_plain(fn, args, kwargs), fn, args, kwargs)
 
     def is_pure_async_fn(self) -> bool:
         return False
+
+    def is_decorator(self) -> bool:
+        """qcore's decorator protocol, which introspection tools (pycroscope) follow."""
+        return True
+
+    @property
+    def decorator(self) -> Self:
+        """Itself: ``Class.method`` is the decorated function, where qcore gives an unbound
+        binder whose ``decorator`` it is; ``Class.method.decorator`` reads the same in both."""
+        return self
+
+    def __reduce__(self) -> str:
+        # Pickled by reference, like the function it decorates: task queues and multiprocessing
+        # send function references, and copy.deepcopy(f) is f.
+        name: str = getattr(self, "__qualname__", self.fn.__qualname__)
+        return name
 
     def name(self) -> str:
         return "@asynq()"
@@ -114,15 +150,18 @@ class AsyncFunction(_AsyncCallable[P, T]):
         fn: Callable[..., Any],
         task_cls: type[AsyncTask[Any]] = AsyncTask,
         sync_fn: Callable[..., Any] | None = None,
+        asyncio_fn: Callable[..., Any] | None = None,
     ) -> None:
-        super().__init__(fn, task_cls, sync_fn)
+        super().__init__(fn, task_cls, sync_fn, asyncio_fn)
 
     def asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
         """The task of this call, to ``yield`` from another async function."""
-        return self._task(args, kwargs)
+        return self._call_pure(args, kwargs)
 
     def asyncio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
         """Await this call from asyncio code; calls pending at the same moment share rounds."""
+        if self.asyncio_fn is not None:
+            return self.asyncio_fn(*args, **kwargs)  # type: ignore[no-any-return]
         from ._asyncio import run_in_loop
 
         return run_in_loop(lambda: self.asynq(*args, **kwargs))
@@ -131,8 +170,28 @@ class AsyncFunction(_AsyncCallable[P, T]):
         if self.sync_fn is not None:
             return self.sync_fn(*args, **kwargs)  # type: ignore[no-any-return]
         if not self._is_gen:
-            return self.fn(*args, **kwargs)  # type: ignore[no-any-return]
-        return run_sync(self._task(args, kwargs))
+            # Called directly, without a task (_call_plain_sync inlined, for speed). A subclass
+            # that overrides _call_pure gets _call_through_call_pure as __call__ instead.
+            try:
+                return self.fn(*args, **kwargs)  # type: ignore[no-any-return]
+            except AsyncTaskResult as r:
+                return r.result  # type: ignore[return-value]
+        return run_sync(self._call_pure(args, kwargs))
+
+    def _call_through_call_pure(self, *args: Any, **kwargs: Any) -> Any:
+        if self.sync_fn is not None:
+            return self.sync_fn(*args, **kwargs)
+        return run_sync(self._call_pure(args, kwargs))
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # asynq's extension point: a custom decorator overrides _call_pure, and every call,
+        # also of a plain function, goes through it. Decided once here, not on every call.
+        if (
+            cls._call_pure is not _AsyncCallable._call_pure
+            and cls.__call__ is AsyncFunction.__call__
+        ):
+            cls.__call__ = AsyncFunction._call_through_call_pure  # type: ignore[method-assign]
 
     @overload
     def __get__(
@@ -170,20 +229,22 @@ class _GeneratorAsyncFunction(AsyncFunction[P, T]):
         fn: Callable[..., Any],
         task_cls: type[AsyncTask[Any]] = AsyncTask,
         sync_fn: Callable[..., Any] | None = None,
+        asyncio_fn: Callable[..., Any] | None = None,
     ) -> None:
-        super().__init__(fn, task_cls, sync_fn)
-        asynq: Callable[..., AsyncTask[Any]]
+        super().__init__(fn, task_cls, sync_fn, asyncio_fn)
+        maker: Callable[..., AsyncTask[Any]]
         if task_cls is not AsyncTask:  # rebuilt by type(f)(fn, task_cls, sync_fn), e.g. in mock
-            asynq = MethodType(AsyncFunction.asynq, self)
+            maker = AsyncFunction.asynq
         else:
-            asynq = _task_factory(fn) or _packed_task_factory(fn)
-        self.asynq = asynq  # type: ignore[method-assign]
+            maker = _task_factory(fn) or _packed_task_factory(fn)
+        # A bound method named asynq whose __self__ is f, as in asynq: tools find f from it.
+        self.asynq = MethodType(maker, self)  # type: ignore[method-assign]
 
 
 # Every generated ``asynq``: AsyncTask.__init__ inlined, the arguments passed as received.
 _FACTORY_TEMPLATE = """\
 def _bq_make(_bq_fn, _bq_new, _bq_cls, _bq_nc{defaults}):
-    def asynq({params}):
+    def asynq(_bq_self, {params}):
         _bq_task = _bq_new(_bq_cls)
         _bq_task._value = _bq_nc
         _bq_task._error = None
@@ -233,6 +294,8 @@ def _task_factory(fn: Callable[..., Any]) -> Callable[..., AsyncTask[Any]] | Non
         call.append(name)
         if i + 1 == nposonly:
             params.append("/")
+    if not nposonly:
+        params.insert(0, "/")  # after _bq_self, which the template puts first
     if star:
         params.append(f"*{names[nargs + nkwonly]}")
         call.append(f"*{names[nargs + nkwonly]}")
@@ -254,7 +317,7 @@ def _task_factory(fn: Callable[..., Any]) -> Callable[..., AsyncTask[Any]] | Non
 def _packed_task_factory(fn: Callable[..., Any]) -> Callable[..., AsyncTask[Any]]:
     """The task maker for any callable: arguments packed and passed on as they came."""
     packed = ["*_bq_args", "**_bq_kwargs"]
-    return _build_factory(fn, packed, packed, {})
+    return _build_factory(fn, ["/", *packed], packed, {})
 
 
 @functools.lru_cache(maxsize=4096)
@@ -268,6 +331,12 @@ def _compiled_maker(source: str) -> Callable[..., Callable[..., AsyncTask[Any]]]
     return maker
 
 
+@functools.lru_cache(maxsize=4096)
+def _source_lines(source: str) -> list[str]:
+    """The lines of a factory source, shared by every function whose maker it compiles to."""
+    return source.splitlines(True)
+
+
 def _build_factory(
     fn: Callable[..., Any], params: list[str], call: list[str], env: dict[str, Any]
 ) -> Callable[..., AsyncTask[Any]]:
@@ -279,12 +348,43 @@ def _build_factory(
     factory: Callable[..., AsyncTask[Any]] = _compiled_maker(source)(
         fn, _new_task, AsyncTask, NOT_COMPUTED, *env.values()
     )
-    # Errors in the arguments then read as they would for fn: "f() missing 1 required ...".
-    factory.__name__ = getattr(fn, "__name__", "asynq")
-    factory.__qualname__ = getattr(fn, "__qualname__", factory.__name__)
-    factory.__module__ = getattr(fn, "__module__", __name__)
+    # Its own code name and file, so that profilers keep each function's task maker on its own
+    # row and tracebacks and inspect.getsource show the generated code (registered in linecache).
+    # Replacing the code object costs about 1 µs; compiling it would cost 70. The code's
+    # qualname is fn's, so that errors in the arguments read as for fn: "f() missing 1 ...".
+    qualname = str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "fn"))
+    module = getattr(fn, "__module__", None) or "?"
+    filename = f"<batchq task maker for {module}.{qualname}>"
+    if sys.version_info >= (3, 11):
+        code = factory.__code__.replace(co_filename=filename, co_qualname=qualname)
+    else:  # pragma: no cover - exercised on 3.10 only
+        code = factory.__code__.replace(co_filename=filename)
+    factory.__code__ = code
+    linecache.cache[filename] = (len(source), None, _source_lines(source), filename)
+    factory.__qualname__ = qualname
+    factory.__module__ = module
     factory.__doc__ = "The task of this call, to ``yield`` from another async function."
     return factory
+
+
+class _BoundSignature:
+    """``inspect.signature(obj.method)``: the decorated function's, without ``self``/``cls``.
+
+    On the class itself it is None, so that ``inspect.signature(BoundAsyncFunction)`` reads the
+    constructor as usual (a property would hand inspect the property object).
+    """
+
+    def __get__(self, obj: Any, owner: type[Any] | None = None) -> inspect.Signature | None:
+        if obj is None:
+            return None
+        sig = inspect.signature(obj.__func__.fn)
+        params = list(sig.parameters.values())
+        if params and params[0].kind in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            params = params[1:]
+        return sig.replace(parameters=params)
 
 
 class BoundMethod(Generic[P, T]):
@@ -304,12 +404,29 @@ class BoundMethod(Generic[P, T]):
         bind = getattr(sync_fn, "__get__", None)
         if bind is None:
             return sync_fn
-        bound: Callable[..., Any] = bind(self.__self__, type(self.__self__))
+        if isinstance(self.__func__, AsyncClassMethod):
+            # __self__ is the class; a classmethod sync_fn binds to it, not to its metaclass.
+            bound: Callable[..., Any] = bind(None, self.__self__)
+        else:
+            bound = bind(self.__self__, type(self.__self__))
         return bound
 
+    # No ``fn`` property: a bound method follows qcore's binder protocol (``decorator``,
+    # ``instance``), and tools that find ``fn`` on the class would unwrap it to the unbound
+    # function. ``bound.fn`` still works, through __getattr__.
+
     @property
-    def fn(self) -> Callable[..., Any]:
-        return self.__func__.fn  # type: ignore[no-any-return]
+    def decorator(self) -> Any:
+        return self.__func__
+
+    @property
+    def instance(self) -> object:
+        return self.__self__
+
+    def is_decorator(self) -> bool:
+        return True
+
+    __signature__ = _BoundSignature()
 
     def is_pure_async_fn(self) -> bool:
         return False
@@ -345,10 +462,13 @@ class BoundAsyncFunction(BoundMethod[P, T]):
         if type(func) is _GeneratorAsyncFunction:
             # Its generated task maker: no argument tuple kept per task.
             return func.asynq(self.__self__, *args, **kwargs)
-        return func._task((self.__self__, *args), kwargs)
+        return func._call_pure((self.__self__, *args), kwargs)
 
     def asyncio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
         """Await this call from asyncio code; calls pending at the same moment share rounds."""
+        asyncio_fn = self.__func__.asyncio_fn
+        if asyncio_fn is not None:
+            return asyncio_fn(self.__self__, *args, **kwargs)  # type: ignore[no-any-return]
         from ._asyncio import run_in_loop
 
         return run_in_loop(lambda: self.asynq(*args, **kwargs))
@@ -358,9 +478,9 @@ class BoundAsyncFunction(BoundMethod[P, T]):
         if sync_fn is not None:
             return sync_fn(*args, **kwargs)  # type: ignore[no-any-return]
         func = self.__func__
-        if not func._is_gen:
-            return func.fn(self.__self__, *args, **kwargs)  # type: ignore[no-any-return]
-        return run_sync(func._task((self.__self__, *args), kwargs))
+        if not func._is_gen and not func._own_call:
+            return _call_plain_sync(func.fn, (self.__self__, *args), kwargs)  # type: ignore[no-any-return]
+        return run_sync(func._call_pure((self.__self__, *args), kwargs))
 
 
 class AsyncClassMethod(AsyncFunction[P, T]):
@@ -381,13 +501,18 @@ class PureAsyncFunction(_AsyncCallable[P, T]):
     """``@asynq(pure=True)``: calling it returns the task itself (asynq's pure mode)."""
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
+        if self._own_call:
+            return self._call_pure(args, kwargs)  # a custom decorator subclass
         fn = self.fn
+        task_cls = self.task_cls or AsyncTask
         if self._is_gen:
-            return self.task_cls(fn(*args, **kwargs), fn)
-        return self.task_cls(_call_plain(fn, args, kwargs), fn, args, kwargs)
+            return task_cls(fn(*args, **kwargs), fn)
+        return task_cls(_call_plain(fn, args, kwargs), fn, args, kwargs)
 
     def asyncio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
         """Await this call from asyncio code; calls pending at the same moment share rounds."""
+        if self.asyncio_fn is not None:
+            return self.asyncio_fn(*args, **kwargs)  # type: ignore[no-any-return]
         from ._asyncio import run_in_loop
 
         return run_in_loop(lambda: self(*args, **kwargs))
@@ -410,18 +535,57 @@ class BoundPureAsyncFunction(BoundAsyncFunction[P, T]):
     __slots__ = ()
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:  # type: ignore[override]
-        return self.__func__._task((self.__self__, *args), kwargs)
+        return self.__func__._call_pure((self.__self__, *args), kwargs)
 
     def is_pure_async_fn(self) -> bool:
         return True
 
 
+class PureAsyncClassMethod(PureAsyncFunction[P, T]):
+    """``@asynq(pure=True)`` over ``@classmethod``: binds to the class."""
+
+    def __get__(self, obj: Any, owner: type[Any] | None = None) -> Any:
+        return BoundPureAsyncFunction(self, owner if owner is not None else type(obj))
+
+
+class PureAsyncStaticMethod(PureAsyncFunction[P, T]):
+    """``@asynq(pure=True)`` over ``@staticmethod``: never binds."""
+
+    def __get__(self, obj: Any, owner: type[Any] | None = None) -> Any:
+        return self
+
+
+# qcore's decorator protocol: ``type`` says how a decorator binds (None, classmethod or
+# staticmethod); a qcore decorator applied on top of ours reads it (asynq-era custom decorators).
+# Set here, not in the class bodies, where an attribute named ``type`` would shadow the builtin.
+for _cls, _binding in (
+    (_AsyncCallable, None),
+    (AsyncClassMethod, classmethod),
+    (AsyncStaticMethod, staticmethod),
+    (PureAsyncClassMethod, classmethod),
+    (PureAsyncStaticMethod, staticmethod),
+):
+    setattr(_cls, "type", _binding)  # noqa: B010
+
+
+# qcore's decorator protocol: the class a method binds to. With ``fn``, it is how tools
+# (pycroscope) recognise a method-like decorator and check ``obj.method(...)`` as a method call.
+_AsyncCallable.binder_cls = BoundAsyncFunction
+PureAsyncFunction.binder_cls = BoundPureAsyncFunction
+
+
 class _Decorate:
     """What ``asynq()`` returns: applies the decorator, keeping the signature for mypy."""
 
-    def __init__(self, task_cls: type[AsyncTask[Any]], sync_fn: Callable[..., Any] | None) -> None:
+    def __init__(
+        self,
+        task_cls: type[AsyncTask[Any]],
+        sync_fn: Callable[..., Any] | None,
+        asyncio_fn: Callable[..., Any] | None = None,
+    ) -> None:
         self._task_cls = task_cls
         self._sync_fn = sync_fn
+        self._asyncio_fn = asyncio_fn
 
     @overload
     def __call__(
@@ -440,23 +604,39 @@ class _Decorate:
 
     def __call__(self, fn: Any) -> Any:
         _refuse_double(fn)
+        args = (self._task_cls, self._sync_fn, self._asyncio_fn)
         if isinstance(fn, classmethod):
-            return AsyncClassMethod(fn.__func__, self._task_cls, self._sync_fn)
+            return AsyncClassMethod(fn.__func__, *args)
         if isinstance(fn, staticmethod):
-            return AsyncStaticMethod(fn.__func__, self._task_cls, self._sync_fn)
+            return AsyncStaticMethod(fn.__func__, *args)
         if (
             self._task_cls is AsyncTask
             and self._sync_fn is None
             and inspect.isgeneratorfunction(fn)
         ):
-            return _GeneratorAsyncFunction(fn)
-        return AsyncFunction(fn, self._task_cls, self._sync_fn)
+            return _GeneratorAsyncFunction(fn, AsyncTask, None, self._asyncio_fn)
+        return AsyncFunction(fn, *args)
 
 
 class _DecoratePure:
-    def __init__(self, task_cls: type[AsyncTask[Any]]) -> None:
+    def __init__(
+        self, task_cls: type[AsyncTask[Any]], asyncio_fn: Callable[..., Any] | None = None
+    ) -> None:
         self._task_cls = task_cls
+        self._asyncio_fn = asyncio_fn
 
+    @overload
+    def __call__(
+        self, fn: classmethod[Any, P, Generator[Any, Any, T]]
+    ) -> PureAsyncClassMethod[P, T]: ...
+    @overload
+    def __call__(self, fn: classmethod[Any, P, T]) -> PureAsyncClassMethod[P, T]: ...
+    @overload
+    def __call__(
+        self, fn: staticmethod[P, Generator[Any, Any, T]]
+    ) -> PureAsyncStaticMethod[P, T]: ...
+    @overload
+    def __call__(self, fn: staticmethod[P, T]) -> PureAsyncStaticMethod[P, T]: ...
     @overload
     def __call__(self, fn: Callable[P, Generator[Any, Any, T]]) -> PureAsyncFunction[P, T]: ...
     @overload
@@ -464,13 +644,11 @@ class _DecoratePure:
 
     def __call__(self, fn: Any) -> Any:
         _refuse_double(fn)
-        if isinstance(fn, (classmethod, staticmethod)):
-            msg = (
-                f"@asynq(pure=True) does not support {type(fn).__name__}; "
-                "use @asynq() for class and static methods"
-            )
-            raise TypeError(msg)
-        return PureAsyncFunction(fn, self._task_cls)
+        if isinstance(fn, classmethod):
+            return PureAsyncClassMethod(fn.__func__, self._task_cls, None, self._asyncio_fn)
+        if isinstance(fn, staticmethod):
+            return PureAsyncStaticMethod(fn.__func__, self._task_cls, None, self._asyncio_fn)
+        return PureAsyncFunction(fn, self._task_cls, None, self._asyncio_fn)
 
 
 def _refuse_double(fn: object) -> None:
@@ -484,10 +662,14 @@ def asynq(
     pure: Literal[False] = False,
     sync_fn: Callable[..., Any] | None = None,
     cls: type[AsyncTask[Any]] = AsyncTask,
+    asyncio_fn: Callable[..., Any] | None = None,
 ) -> _Decorate: ...
 @overload
 def asynq(
-    pure: Literal[True], sync_fn: None = None, cls: type[AsyncTask[Any]] = AsyncTask
+    pure: Literal[True],
+    sync_fn: None = None,
+    cls: type[AsyncTask[Any]] = AsyncTask,
+    asyncio_fn: Callable[..., Any] | None = None,
 ) -> _DecoratePure: ...
 
 
@@ -495,12 +677,14 @@ def asynq(
     pure: bool = False,
     sync_fn: Callable[..., Any] | None = None,
     cls: type[AsyncTask[Any]] = AsyncTask,
+    asyncio_fn: Callable[..., Any] | None = None,
 ) -> _Decorate | _DecoratePure:
     """Make a generator (or plain) function an async function.
 
     ``f(x)`` runs it to the end; ``f.asynq(x)`` returns a task to yield from another async
     function. With ``pure=True``, ``f(x)`` itself returns the task. ``sync_fn`` replaces the
-    synchronous call; ``cls`` is the task class (a subclass of :class:`AsyncTask`).
+    synchronous call; ``asyncio_fn`` (an ``async def`` with the same parameters) replaces
+    ``await f.asyncio(x)``; ``cls`` is the task class (a subclass of :class:`AsyncTask`).
     """
     if callable(pure) and not isinstance(pure, bool):
         msg = (
@@ -515,8 +699,11 @@ def asynq(
         if sync_fn is not None:
             msg = "asynq(pure=True) does not take sync_fn: a pure function has no sync call"
             raise TypeError(msg)
-        return _DecoratePure(cls)
-    if sync_fn is not None and not callable(sync_fn):
+        return _DecoratePure(cls, asyncio_fn)
+    if sync_fn is not None and not (callable(sync_fn) or isinstance(sync_fn, classmethod)):
         msg = f"asynq(sync_fn=...) takes a callable, got {sync_fn!r}"
         raise TypeError(msg)
-    return _Decorate(cls, sync_fn)
+    if asyncio_fn is not None and not callable(asyncio_fn):
+        msg = f"asynq(asyncio_fn=...) takes an async function, got {asyncio_fn!r}"
+        raise TypeError(msg)
+    return _Decorate(cls, sync_fn, asyncio_fn)

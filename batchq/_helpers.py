@@ -9,9 +9,10 @@ when called (``@asynq(pure=True)``, ``lazy``).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
+from ._core._errors import UsageError
 from ._core._futures import ConstFuture, Future, FutureBase
 from ._core._loop import run_sync
 from ._core._task import AsyncTask
@@ -166,6 +167,8 @@ class AsyncWrapper(Generic[P, T]):
     """
 
     bound_cls: type[BoundAsyncWrapper[Any, Any]]
+    # qcore's name for it, by which tools (pycroscope) recognise a method-like decorator.
+    binder_cls: type[BoundAsyncWrapper[Any, Any]]
 
     def __init__(
         self,
@@ -173,6 +176,7 @@ class AsyncWrapper(Generic[P, T]):
         call: Callable[..., Any],
         name: str,
         sync_fn: Callable[..., Any] | None = None,
+        asyncio_fn: Callable[..., Any] | None = None,
     ) -> None:
         if not callable(call):
             msg = f"{name} needs a callable that returns a future, got {call!r}"
@@ -186,6 +190,7 @@ class AsyncWrapper(Generic[P, T]):
         self._call = call
         self._name = name
         self.sync_fn = sync_fn
+        self.asyncio_fn = asyncio_fn
         # updated=(): copying the wrapped object's __dict__ would copy its own fn/asynq too.
         functools.update_wrapper(self, inner, updated=())
 
@@ -197,6 +202,15 @@ class AsyncWrapper(Generic[P, T]):
         if self.sync_fn is not None:
             return self.sync_fn(*args, **kwargs)  # type: ignore[no-any-return]
         return run_sync(_as_future(self._call(*args, **kwargs), self))  # type: ignore[no-any-return]
+
+    def asyncio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
+        """Await this call from asyncio code; calls pending at the same moment share rounds."""
+        asyncio_fn = self.asyncio_fn
+        if asyncio_fn is not None:
+            return asyncio_fn(*args, **kwargs)  # type: ignore[no-any-return]
+        from ._asyncio import run_in_loop
+
+        return run_in_loop(lambda: _as_future(self._call(*args, **kwargs), self))
 
     def is_pure_async_fn(self) -> bool:
         return False
@@ -234,26 +248,53 @@ class BoundAsyncWrapper(BoundMethod[P, T]):
         future = _as_future(self.__func__._call(self.__self__, *args, **kwargs), self)
         return run_sync(future)  # type: ignore[no-any-return]
 
+    def asyncio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
+        """Await this call from asyncio code; calls pending at the same moment share rounds."""
+        asyncio_fn = self.__func__.asyncio_fn
+        if asyncio_fn is not None:
+            return asyncio_fn(self.__self__, *args, **kwargs)  # type: ignore[no-any-return]
+        from ._asyncio import run_in_loop
 
-AsyncWrapper.bound_cls = BoundAsyncWrapper
+        return run_in_loop(
+            lambda: _as_future(self.__func__._call(self.__self__, *args, **kwargs), self)
+        )
+
+
+AsyncWrapper.bound_cls = AsyncWrapper.binder_cls = BoundAsyncWrapper
 
 
 class AsyncProxy(AsyncWrapper[P, T]):
     """``@async_proxy()``: ``fn`` returns a future itself; ``f.asynq(...)`` returns it as is."""
 
-    def __init__(self, fn: Any, sync_fn: Callable[..., Any] | None = None) -> None:
-        super().__init__(fn, _unwrap_method(fn), "@async_proxy()", sync_fn)
+    # asynq's proxies have no task class: the function returns its future itself.
+    task_cls = None
+
+    def __init__(
+        self,
+        fn: Any,
+        sync_fn: Callable[..., Any] | None = None,
+        asyncio_fn: Callable[..., Any] | None = None,
+    ) -> None:
+        super().__init__(fn, _unwrap_method(fn), "@async_proxy()", sync_fn, asyncio_fn)
 
 
 @overload
 def async_proxy(
-    pure: Literal[False] = False, sync_fn: Callable[..., Any] | None = None
+    pure: Literal[False] = False,
+    sync_fn: Callable[..., Any] | None = None,
+    asyncio_fn: Callable[..., Any] | None = None,
 ) -> Callable[[Callable[P, Any]], AsyncProxy[P, Any]]: ...
 @overload
-def async_proxy(pure: Literal[True], sync_fn: None = None) -> Callable[[T], T]: ...
+def async_proxy(
+    pure: Literal[True], sync_fn: None = None, asyncio_fn: Callable[..., Any] | None = None
+) -> Callable[[T], T]: ...
 
 
-def async_proxy(pure: bool = False, sync_fn: Callable[..., Any] | None = None) -> Any:
+def async_proxy(
+    pure: bool = False,
+    sync_fn: Callable[..., Any] | None = None,
+    asyncio_fn: Callable[..., Any] | None = None,
+) -> Any:
     """Mark a function that returns a future (instead of yielding) as async.
 
     ``f.asynq(...)`` returns that future and ``f(...)`` computes it (or calls ``sync_fn``). With
@@ -262,7 +303,7 @@ def async_proxy(pure: bool = False, sync_fn: Callable[..., Any] | None = None) -
     if sync_fn is not None:
         if pure:
             msg = "async_proxy(pure=True) does not take sync_fn: a pure proxy has no sync call"
-            raise TypeError(msg)
+            raise UsageError(msg)
         if not callable(sync_fn):
             msg = f"async_proxy(sync_fn=...) takes a callable, got {sync_fn!r}"
             raise TypeError(msg)
@@ -276,7 +317,7 @@ def async_proxy(pure: bool = False, sync_fn: Callable[..., Any] | None = None) -
     def decorate(fn: Any) -> Any:
         if pure:
             return fn
-        return AsyncProxy(fn, sync_fn)
+        return AsyncProxy(fn, sync_fn, asyncio_fn)
 
     return decorate
 

@@ -274,7 +274,7 @@ def test_asynq_accepts_exactly_what_the_function_accepts(fn: Any, calls: Any) ->
         assert f(*args, **kwargs) == expected
         # The call as messages show it is read back from the generator, the same either way.
         generated = f.asynq(*args, **kwargs)
-        packed = _packed_task_factory(fn)(*args, **kwargs)
+        packed = _packed_task_factory(fn)(f, *args, **kwargs)
         assert (generated.args, generated.kwargs) == (packed.args, packed.kwargs)
 
 
@@ -339,7 +339,7 @@ def test_both_task_makers_match_asynctask_init(generated: bool) -> None:
         return x
 
     f = asynq()(gen_fn)
-    fast = f.asynq(1) if generated else _packed_task_factory(gen_fn)(1)
+    fast = f.asynq(1) if generated else _packed_task_factory(gen_fn)(f, 1)
     slow = AsyncTask(gen_fn(1), gen_fn)
     slots = [s for cls in type(slow).__mro__ for s in getattr(cls, "__slots__", ())]
     for name in slots:
@@ -371,3 +371,34 @@ def test_functions_with_the_same_parameters_keep_their_own_body_and_defaults() -
     assert f.asynq(0).value() == ("first", 0, 1)
     assert g.asynq(0).value() == ("second", 0, 2)
     assert f.asynq.__qualname__.endswith("first")
+
+
+def test_each_task_maker_has_its_own_profiler_row_and_source() -> None:
+    import cProfile
+    import inspect
+    import pstats
+
+    def first(x: int) -> Generator[Any, Any, int]:
+        yield None
+        return x
+
+    def second(x: int) -> Generator[Any, Any, int]:
+        yield None
+        return x
+
+    f, g = asynq()(first), asynq()(second)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    f.asynq(1)
+    g.asynq(2)
+    profiler.disable()
+    makers = {
+        filename
+        for filename, _, name in pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+        if name == "asynq"
+    }
+    assert len(makers) == 2
+    assert all("batchq task maker for" in name for name in makers)
+    assert any(name.endswith("first>") for name in makers)
+    assert any(name.endswith("second>") for name in makers)
+    assert inspect.getsource(f.asynq).startswith("    def asynq(_bq_self, /, x):")

@@ -386,3 +386,10 @@ def test_a_future_still_prints_with_repr() -> None:
     task = batchq.ConstFuture(3)
     assert f"{task!r}" == repr(task)
     assert str(task) == repr(task)  # logging's %s uses str()
+
+
+def test_a_computed_future_formats_as_its_repr() -> None:
+    """asynq code formats computed futures in messages; only a pending one is a forgotten yield."""
+    done = batchq.ConstFuture(1)
+    assert f"yielded {done}" == f"yielded {done!r}"
+    assert "{}".format(done) == repr(done)  # noqa: UP032

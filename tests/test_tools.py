@@ -269,8 +269,22 @@ def test_aretry() -> None:
     assert attempts == [0]
     with pytest.raises(ValueError, match="max_tries"):
         aretry(KeyError, max_tries=0)
-    with pytest.raises(TypeError, match="apply @asynq"):
-        aretry(KeyError)(lambda: None)
+    with pytest.raises(TypeError, match="decorates functions, got 3"):
+        aretry(KeyError)(3)
+
+    # A plain function is retried too, one synchronous call per try (asynq accepts it as well).
+    tries: list[int] = []
+
+    def flaky_plain(x: int) -> int:
+        tries.append(x)
+        if len(tries) < 3:
+            raise KeyError(x)
+        return x * 10
+
+    plain = aretry(KeyError, max_tries=3, sleep=0)(flaky_plain)
+    assert plain(4) == 40
+    assert tries == [4, 4, 4]
+    assert plain.original_fn is flaky_plain
 
 
 # -- contexts ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ __all__ = [
     "AsyncTaskCancelledError",
     "AsyncTaskResult",
     "AsyncTaskError",
+    "UsageError",
 ]
 
 
@@ -52,6 +53,10 @@ class FetchResultError(BatchingError, ValueError):
 
 class SyncCallInAsyncError(BatchqError, RuntimeError):
     """Strict mode: an async function was called synchronously inside a running task."""
+
+
+class UsageError(BatchqError, TypeError, AssertionError):
+    """A call batchq refuses where asynq asserted: ``except AssertionError`` still catches it."""
 
 
 class AsyncTaskError(BatchqError):

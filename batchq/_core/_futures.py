@@ -6,7 +6,8 @@ Every yieldable leaf (tasks, batch items, constant futures) is a ``FutureBase``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
 from ._errors import FutureIsAlreadyComputed
@@ -122,7 +123,10 @@ class FutureBase(Generic[T_co]):
         raise TypeError(_forgot_yield(self, "asked for its len()"))
 
     def __format__(self, spec: str) -> str:
-        raise TypeError(_forgot_yield(self, "formatted (an f-string or format())"))
+        # Only a pending future: asynq code formats computed ones in messages ("{}".format(f)).
+        if self._value is NOT_COMPUTED:
+            raise TypeError(_forgot_yield(self, "formatted (an f-string or format())"))
+        return format(repr(self), spec)
 
     def __repr__(self) -> str:
         if self._value is NOT_COMPUTED:
@@ -150,14 +154,70 @@ def _short_repr(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class Handlers:
+    """The handlers of an event, in subscription order (qcore's ``EventHook`` interface, which
+    asynq's ``on_computed`` is: ``subscribe``, ``unsubscribe``, iteration, ``len``, ``in``)."""
+
+    __slots__ = ("_handlers",)
+
+    def __init__(self) -> None:
+        self._handlers: list[Callable[..., Any]] = []
+
+    def subscribe(self, handler: Callable[..., Any]) -> None:
+        self._handlers.append(handler)
+
+    def unsubscribe(self, handler: Callable[..., Any]) -> None:
+        self._handlers.remove(handler)
+
+    def trigger(self, *args: Any) -> None:
+        for handler in list(self._handlers):
+            handler(*args)
+
+    __call__ = trigger
+
+    def __iter__(self) -> Iterator[Callable[..., Any]]:
+        return iter(self._handlers)
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+    def __contains__(self, handler: object) -> bool:
+        return handler in self._handlers
+
+    def __repr__(self) -> str:
+        return f"<Handlers {self._handlers!r}>"
+
+
 class Future(FutureBase[T_co]):
     """A future computed on demand by calling ``value_provider()``."""
 
-    __slots__ = ("_value_provider",)
+    __slots__ = ("_value_provider", "_on_computed")
 
     def __init__(self, value_provider: Callable[[], T_co]) -> None:
         super().__init__()
         self._value_provider = value_provider
+        self._on_computed: Handlers | None = None
+
+    @property
+    def on_computed(self) -> Handlers:
+        """asynq's event hook: ``fut.on_computed.subscribe(handler)``; ``handler(fut)`` runs once
+        the value or error is set. A handler's ``Exception`` is logged and does not change the
+        future; a ``BaseException`` (an interrupt) propagates."""
+        if self._on_computed is None:
+            self._on_computed = Handlers()
+        return self._on_computed
+
+    def _computed(self) -> None:
+        hook = self._on_computed
+        if hook is None:
+            return
+        for handler in list(hook):
+            try:
+                handler(self)
+            except Exception:
+                logging.getLogger("batchq").exception(
+                    "an on_computed handler of %r failed; the future keeps its value", self
+                )
 
     def _compute(self) -> None:
         try:

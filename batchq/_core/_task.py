@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._errors import AsyncTaskResult
+from ._errors import AsyncTaskResult, UsageError
 from ._format import format_call
 from ._futures import NOT_COMPUTED, FutureBase
 from ._runtime import run_future
@@ -123,6 +123,12 @@ def _arguments_from_frame(
 
 def result(value: object) -> None:
     """Return ``value`` from the calling generator (asynq compatibility; prefer ``return``)."""
+    if isinstance(value, FutureBase):
+        msg = (
+            f"result() got the future {value!r}, not a value: yield it first, "
+            "`result((yield fut))`, or return it from a pure function"
+        )
+        raise UsageError(msg)
     raise AsyncTaskResult(value)
 
 

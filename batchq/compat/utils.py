@@ -1,0 +1,5 @@
+"""asynq.utils under the porting rule."""
+
+from batchq import result as result
+
+__all__ = ["result"]

@@ -1,0 +1,7 @@
+"""``python -m batchq.port``: see :mod:`batchq.port`."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

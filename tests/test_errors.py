@@ -360,7 +360,6 @@ def test_errors_raised_while_closing_an_interrupted_run_are_not_lost() -> None:
         (lambda t: t["name"], "indexed with ['name']"),
         (lambda t: f"hello {t}", "formatted"),
         (lambda t: list(t), "iterated over"),
-        (lambda t: len(t), "len()"),
         (lambda t: bool(t), "used as a bool"),
     ],
 )

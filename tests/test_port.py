@@ -64,6 +64,9 @@ def test_rewrite_changes_only_imports_and_paths_and_keeps_comments(project: Path
 def test_ported_code_runs_on_batchq(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert _port(project).returncode == 0
     monkeypatch.syspath_prepend(str(project))
+    # Another test (a docs page's example) may have imported a `shop` of its own.
+    for name in [n for n in sys.modules if n == "shop" or n.startswith("shop.")]:
+        monkeypatch.delitem(sys.modules, name)
     models = importlib.import_module("shop.models")
     try:
         import batchq

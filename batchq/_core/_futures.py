@@ -108,7 +108,8 @@ class FutureBase(Generic[T_co]):
         raise NotImplementedError(msg)
 
     # A future used as if it were its value is almost always a forgotten ``yield``: say so, rather
-    # than let ``task["name"]`` or ``f"{task}"`` fail obscurely or print "<AsyncTask ...>".
+    # than let ``task["name"]`` or ``f"{task}"`` fail obscurely or print "<AsyncTask ...>". No
+    # __len__: static checkers (pycroscope) read a __len__ as "this type has a truth value".
 
     def __bool__(self) -> bool:
         raise TypeError(_forgot_yield(self, "used as a bool"))
@@ -118,9 +119,6 @@ class FutureBase(Generic[T_co]):
 
     def __iter__(self) -> Any:
         raise TypeError(_forgot_yield(self, "iterated over"))
-
-    def __len__(self) -> int:
-        raise TypeError(_forgot_yield(self, "asked for its len()"))
 
     def __format__(self, spec: str) -> str:
         # Only a pending future: asynq code formats computed ones in messages ("{}".format(f)).

@@ -41,9 +41,11 @@ from batchq._futures import NOT_COMPUTED, FutureBase
 from batchq._scheduler import Scheduler, _current, get_scheduler, run_sync
 from batchq._task import AsyncTask
 
+from . import _tier  # herd (issue 13)
 from ._errors import DeserializationError, SerializationError, ServerError, ValueTooLargeError
 from ._keys import _FORBIDDEN_BYTES, MAX_KEY_LENGTH, encode_key
 from ._local import LocalClient
+from ._record import HERD_MAGIC, parse_record  # herd (issue 13)
 from ._serde import DEFAULT_MAX_VALUE_SIZE, JsonSerde, PickleSerde, Serde, check_value_size
 
 # Mapping is invariant in its keys: accept dict[str, X] and dict[bytes, X] as well as mixed.
@@ -464,6 +466,8 @@ class CachedFunction(AsyncFunction[P, T]):
     """An async function whose results live in a Cache; see :meth:`Cache.cached`."""
 
     cache_key: Callable[..., str | bytes]
+    # herd (issue 13): fn.invalidate(*args, **kwargs) marks one call's key stale.
+    invalidate: _Op[..., bool]
 
 
 # -- the Cache ------------------------------------------------------------------------------------
@@ -544,6 +548,9 @@ class Cache:
         self.set_many = _Op(self._set_many_asynq, f"{self.name}.set_many")
         self.delete = _Op(self._delete_asynq, f"{self.name}.delete")
         self.delete_many = _Op(self._delete_many_asynq, f"{self.name}.delete_many")
+        # herd (issue 13)
+        self.invalidate = _Op(self._invalidate_asynq, f"{self.name}.invalidate")
+        self.invalidate_many = _Op(self._invalidate_many_asynq, f"{self.name}.invalidate_many")
 
     def __repr__(self) -> str:
         return f"<{self.name} on_error={self.on_error!r} max_batch_size={self.max_batch_size}>"
@@ -640,6 +647,10 @@ class Cache:
         return packed
 
     def _unpack(self, key: str | bytes, stored: Any) -> Any:
+        # herd (issue 13): a herd-protected function's record; never on the plain hot path.
+        if type(stored) is bytes and stored[:3] == HERD_MAGIC:
+            return parse_record(key, stored)
+        # -- end herd --
         if type(stored) is not bytes or not stored.startswith(_MAGIC) or len(stored) < _HEADER:
             shown = repr(stored[:40]) if isinstance(stored, (bytes, str)) else _type_name(stored)
             msg = (
@@ -680,6 +691,8 @@ class Cache:
         return item
 
     def _write(self, key: str | bytes, raw: bytes, data: bytes | None, ttl: int) -> WriteItem:
+        if _tier.has_tiers():  # herd (issue 13): a write drops the key from this process's tiers
+            _tier.discard(self, raw)
         state = _run_state()
         if state is not None:
             state.overlay[(id(self), raw)] = data
@@ -758,10 +771,34 @@ class Cache:
         items = [self._write(k, raw, None, 0) for k, raw in zip(keys, raws, strict=True)]
         return AsyncTask(_all_true(items), self.delete_many, (keys,), None)
 
+    # -- herd (issue 13): invalidation; the machinery lives in _herd.py -------------------------
+
+    def _invalidate_asynq(self, key: str | bytes) -> FutureBase[bool]:
+        """Mark ``key`` stale: never fresh again; servable stale for its ``stale_ttl``."""
+        from ._herd import invalidate_item
+
+        return invalidate_item(self, key)
+
+    def _invalidate_many_asynq(self, keys: Iterable[str | bytes]) -> AsyncTask[bool]:
+        from ._herd import invalidate_many_task
+
+        return invalidate_many_task(self, _key_list(keys, "invalidate_many"))
+
+    # -- end herd --
+
     # -- cached functions -------------------------------------------------------------------------
 
     def cached(
-        self, ttl: int = 0, key: Callable[..., str | bytes] | None = None
+        self,
+        ttl: int = 0,
+        key: Callable[..., str | bytes] | None = None,
+        *,
+        herd: bool = False,
+        stale_ttl: int = 0,
+        none_ttl: int | None = None,
+        lease_ttl: int = 3,
+        local_ttl: float = 0,
+        local_max: int = 1000,
     ) -> _CacheDecorator:
         """Decorate an async (or generator, or plain) function so its results are cached.
 
@@ -769,6 +806,13 @@ class Cache:
         (which may yield) and writes the value back, batched; a cached ``None`` is a hit. The
         default key is ``module:qualname:`` and the arguments, encoded the same in every process;
         pass ``key=f(*args, **kwargs) -> str`` for arguments that have no such encoding.
+
+        Under load (docs/memcache.md, "Misses under load"): ``herd=True`` makes concurrent misses
+        of a key, in any process, run the function once (a lease held at most ``lease_ttl``
+        seconds); ``stale_ttl`` (implies ``herd``) serves the old value that long after ``ttl``
+        or an invalidation while one caller recomputes in the background; ``none_ttl`` is the ttl
+        of a ``None`` result; ``local_ttl``/``local_max`` keep up to ``local_max`` values in this
+        process for ``local_ttl`` seconds.
         """
         if callable(ttl):
             msg = (
@@ -780,7 +824,13 @@ class Cache:
         if key is not None and not callable(key):
             msg = f"cached(key=...) takes a function of the call's arguments, got {key!r}"
             raise TypeError(msg)
-        return _CacheDecorator(self, seconds, key)
+        # herd (issue 13): options beyond ttl and key select the machinery in _herd.py.
+        from ._herd import make_policy
+
+        policy = make_policy(
+            seconds, herd, stale_ttl, none_ttl, lease_ttl, local_ttl, local_max, self
+        )
+        return _CacheDecorator(self, seconds, key, policy)
 
     def _cached_call(
         self,
@@ -1064,10 +1114,17 @@ class Cache:
 class _CacheDecorator:
     """What ``cache.cached(...)`` returns: applies the caching to a function."""
 
-    def __init__(self, cache: Cache, ttl: int, key: Callable[..., str | bytes] | None) -> None:
+    def __init__(
+        self,
+        cache: Cache,
+        ttl: int,
+        key: Callable[..., str | bytes] | None,
+        policy: Any = None,  # herd (issue 13): a _herd.Policy, or None for the plain path
+    ) -> None:
         self._cache = cache
         self._ttl = ttl
         self._key = key
+        self._policy = policy
 
     @overload
     def __call__(self, fn: AsyncFunction[P, T]) -> CachedFunction[P, T]: ...
@@ -1089,9 +1146,17 @@ class _CacheDecorator:
         keyer = _make_keyer(fn, self._key)
         original = getattr(fn, "fn", fn)
         cached_call = cache._cached_call
+        policy = self._policy
+        if policy is None:
 
-        def call(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-            return cached_call(keyer, make_task, ttl, original, args, kwargs)
+            def call(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+                return cached_call(keyer, make_task, ttl, original, args, kwargs)
+
+        else:  # herd (issue 13)
+            from ._herd import cached_call as herd_call
+
+            def call(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+                return herd_call(cache, policy, keyer, make_task, original, args, kwargs)
 
         result: CachedFunction[Any, Any] = CachedFunction(call)
         # The generator is call()'s; present the wrapped function's identity.
@@ -1102,6 +1167,12 @@ class _CacheDecorator:
         result._is_gen = True
         result.__wrapped__ = fn
         result.cache_key = lambda *a, **kw: keyer(a, kw)
+        # herd (issue 13)
+        invalidate = cache._invalidate_asynq
+        result.invalidate = _Op(
+            lambda *a, **kw: invalidate(keyer(a, kw)),
+            f"{getattr(fn, '__qualname__', fn)!s}.invalidate",
+        )
         return result
 
 

@@ -1,0 +1,84 @@
+"""The stored record of a herd-protected cached function: a value with a soft expiry.
+
+memcached expires an item at its hard ttl (``ttl + stale_ttl``); the record inside says until when
+the value is *fresh* (``fresh_until``) and for how long after that it may still be served *stale*
+(``stale_span``) while one caller recomputes it. An invalidated record keeps its value (to serve
+stale) but is never fresh again; a *tombstone* is an invalidated record with no value, left where
+nothing was stored, so that a write-back racing the invalidation fails its ``add``.
+
+Layout: ``b"\\x00bh"``, one flags byte (bit 0: invalidated, bit 1: has a value), the two times as
+big-endian doubles (unix seconds and seconds; ``inf`` for no expiry; an invalidated record's
+``fresh_until`` is the time of the invalidation), then the value in the Cache's own
+envelope. It never starts with the plain envelope's marker, so a Cache reads it through
+``Cache._unpack``, off the hot path of plain values.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from ._errors import DeserializationError
+
+__all__ = ["HERD_MAGIC", "Record", "pack_record", "parse_record"]
+
+HERD_MAGIC: Final = b"\x00bh"
+_TIMES: Final = struct.Struct(">dd")
+_HEAD: Final = len(HERD_MAGIC) + 1 + _TIMES.size
+_INVALIDATED: Final = 1
+_HAS_VALUE: Final = 2
+
+
+class Record:
+    """A parsed record; ``inner`` is the value in the Cache's envelope (``b""``: no value)."""
+
+    __slots__ = ("invalidated", "fresh_until", "stale_span", "inner")
+
+    def __init__(
+        self, invalidated: bool, fresh_until: float, stale_span: float, inner: bytes
+    ) -> None:
+        self.invalidated = invalidated
+        self.fresh_until = fresh_until
+        self.stale_span = stale_span
+        self.inner = inner
+
+    @property
+    def stale_until(self) -> float:
+        return self.fresh_until + self.stale_span
+
+    def is_fresh(self, now: float) -> bool:
+        return bool(self.inner) and not self.invalidated and now < self.fresh_until
+
+    def may_serve_stale(self, now: float) -> bool:
+        return bool(self.inner) and now < self.stale_until
+
+    def __repr__(self) -> str:
+        state = "invalidated" if self.invalidated else f"fresh until {self.fresh_until:.3f}"
+        kind = f"{len(self.inner)}-byte value" if self.inner else "no value (tombstone)"
+        return f"<cached-function record: {kind}, {state}, stale until {self.stale_until:.3f}>"
+
+
+def pack_record(inner: bytes, fresh_until: float, stale_span: float, invalidated: bool) -> bytes:
+    flags = (_INVALIDATED if invalidated else 0) | (_HAS_VALUE if inner else 0)
+    return HERD_MAGIC + bytes([flags]) + _TIMES.pack(fresh_until, stale_span) + inner
+
+
+def parse_record(key: str | bytes, stored: bytes) -> Record:
+    """The record in ``stored`` (which starts with :data:`HERD_MAGIC`), or a clear error."""
+    if len(stored) < _HEAD:
+        msg = (
+            f"memcache key {key!r} holds {stored[:40]!r}: a cached-function record cut short "
+            f"({len(stored)} bytes, the header alone is {_HEAD}); another program wrote it, or "
+            "it was truncated: delete the key"
+        )
+        raise DeserializationError(msg)
+    flags = stored[len(HERD_MAGIC)]
+    fresh_until, stale_span = _TIMES.unpack_from(stored, len(HERD_MAGIC) + 1)
+    inner = stored[_HEAD:]
+    if bool(flags & _HAS_VALUE) != bool(inner):
+        msg = (
+            f"memcache key {key!r} holds a cached-function record whose flags ({flags}) do not "
+            f"match its {len(inner)}-byte value; it is corrupt: delete the key"
+        )
+        raise DeserializationError(msg)
+    return Record(bool(flags & _INVALIDATED), fresh_until, stale_span, inner)

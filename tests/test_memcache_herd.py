@@ -545,3 +545,10 @@ def test_localclient_cas_follows_memcached() -> None:
     assert client.get("k") == b"c"
     with pytest.raises(ValueError, match=r"cas token is the digits gets\(\) returned"):
         client.cas("k", b"d", b"x1")
+
+
+def test_the_record_reads_the_caches_envelope() -> None:
+    from batchq.memcache import _cache, _record
+
+    assert _record.ENVELOPE_MAGIC == _cache._MAGIC
+    assert len(_record.ENVELOPE_MAGIC) + 4 == _cache._HEADER

@@ -649,7 +649,7 @@ class Cache:
     def _unpack(self, key: str | bytes, stored: Any) -> Any:
         # herd (issue 13): a herd-protected function's record; never on the plain hot path.
         if type(stored) is bytes and stored[:3] == HERD_MAGIC:
-            return parse_record(key, stored)
+            return parse_record(key, stored, self.serde)
         # -- end herd --
         if type(stored) is not bytes or not stored.startswith(_MAGIC) or len(stored) < _HEADER:
             shown = repr(stored[:40]) if isinstance(stored, (bytes, str)) else _type_name(stored)

@@ -410,10 +410,10 @@ def _is_plain(stored: bytes) -> bool:
     return stored.startswith(_MAGIC)
 
 
-def _record_of(key: str | bytes, stored: Any) -> Record | None:
+def _record_of(key: str | bytes, stored: Any, cache: Cache | None = None) -> Record | None:
     if isinstance(stored, bytes) and stored.startswith(HERD_MAGIC):
         try:
-            return parse_record(key, stored)
+            return parse_record(key, stored, cache.serde if cache is not None else None)
         except DeserializationError:
             return None
     return None
@@ -491,10 +491,12 @@ def cached_call(
         now = time.time()
         if type(stored) is Record:
             if stored.is_fresh(now):
-                return _value(cache, key, raw, stored.inner, tier)
+                if tier is not None:
+                    tier.put(raw, stored.inner)
+                return stored.value
             if policy.herd and stored.may_serve_stale(now):
                 _revalidate_later(cache, policy, key, raw, make_task, args, kwargs)
-                return cache._unpack(key, stored.inner)
+                return stored.value
         else:
             if tier is not None:
                 tier.put(raw, cache._pack(key, stored))
@@ -553,10 +555,10 @@ def _fresh_in(cache: Cache, key: str | bytes, stored: bytes | None, now: float) 
     """(True, value) if ``stored`` (raw bytes from ``gets``) holds a fresh value."""
     if stored is None:
         return False, None
-    rec = _record_of(key, stored)
+    rec = _record_of(key, stored, cache)
     if rec is not None:
         if rec.is_fresh(now):
-            return True, cache._unpack(key, rec.inner)
+            return True, rec.value
         return False, None
     if _is_plain(stored):
         try:
@@ -603,9 +605,11 @@ def _fill(
             now = time.time()
             if type(found) is Record:
                 if found.is_fresh(now):
-                    return _value(cache, key, raw, found.inner, policy.tier)
+                    if policy.tier is not None:
+                        policy.tier.put(raw, found.inner)
+                    return found.value
                 if found.may_serve_stale(now):
-                    return cache._unpack(key, found.inner)  # invalidated meanwhile; one recomputes
+                    return found.value  # invalidated meanwhile; another caller recomputes
             else:
                 return found
         # Still nothing: the winner failed (and released its lease) or its lease ran out.

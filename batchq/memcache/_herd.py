@@ -502,7 +502,7 @@ def cached_call(
     if hit:
         now = time.time()
         if type(stored) is Record:
-            if stored.is_fresh(now):
+            if not stored.invalidated and now < stored.fresh_until:  # is_fresh(), inlined
                 if tier is not None:
                     tier.put(raw, stored.inner)
                 return stored.value

@@ -33,6 +33,9 @@ _HAS_VALUE: Final = 2
 ENVELOPE_MAGIC: Final = b"\x00bq"
 _ENVELOPE_HEADER: Final = len(ENVELOPE_MAGIC) + 4
 _NO_VALUE: Final[Any] = None
+# The whole head of a fresh record with a value, for one unpack_from on the warm path.
+_FULL: Final = struct.Struct(">3sBdd3sI")
+_FULL_HEAD: Final = _FULL.size
 
 
 class Record:
@@ -60,7 +63,8 @@ class Record:
         return self.fresh_until + self.stale_span
 
     def is_fresh(self, now: float) -> bool:
-        return bool(self.inner) and not self.invalidated and now < self.fresh_until
+        # Never-invalidated records always carry a value (a tombstone is invalidated).
+        return not self.invalidated and now < self.fresh_until
 
     def may_serve_stale(self, now: float) -> bool:
         return bool(self.inner) and now < self.stale_until
@@ -79,8 +83,15 @@ def pack_record(inner: bytes, fresh_until: float, stale_span: float, invalidated
 def parse_record(key: str | bytes, stored: bytes, serde: Serde | None = None) -> Record:
     """The record in ``stored`` (which starts with :data:`HERD_MAGIC`), or a clear error.
 
-    With ``serde`` (the Cache's), the value is decoded too: a warm read parses once.
+    With ``serde`` (the Cache's), the value is decoded too: a warm read parses once. This runs
+    for every warm read of a herd-protected function, so the common record (a value in the
+    envelope) is read with one ``unpack_from``.
     """
+    if len(stored) >= _FULL_HEAD:
+        _, flags, fresh_until, stale_span, envelope, value_flags = _FULL.unpack_from(stored)
+        if flags == _HAS_VALUE and envelope == ENVELOPE_MAGIC and serde is not None:
+            value = serde.deserialize(key, stored[_FULL_HEAD:], value_flags)
+            return Record(False, fresh_until, stale_span, stored[_HEAD:], value)
     if len(stored) < _HEAD:
         msg = (
             f"memcache key {key!r} holds {stored[:40]!r}: a cached-function record cut short "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import multiprocessing
+import os
 import threading
 import time
 from collections import Counter
@@ -288,6 +289,45 @@ def test_processes_missing_together_call_the_source_once_per_key(
     assert all(page == [k * 10 for k in range(12)] for page, _ in results)
     computed = Counter(k for _, keys in results for k in keys)
     assert computed == dict.fromkeys(range(12), 1)
+
+
+def _crashing_worker(address: tuple[str, int], prefix: str, entered: Any) -> None:
+    cache = Cache(PooledClient(address, timeout=2), key_prefix=prefix)
+
+    @cache.cached(ttl=60, herd=True, lease_ttl=2, key=lambda k: f"dies:{k}")
+    def value(k: int) -> Any:
+        entered.set()  # it holds the lease now ...
+        time.sleep(0.2)
+        os._exit(1)  # ... and its process dies before writing anything
+
+    value(1)
+
+
+@pytest.mark.memcached
+@needs_memcached
+def test_a_winner_process_that_dies_mid_compute_is_replaced_after_its_lease(
+    servers: list[MemcachedServer],
+) -> None:
+    prefix = fresh_prefix()
+    ctx = multiprocessing.get_context("spawn")
+    entered = ctx.Event()
+    proc = ctx.Process(target=_crashing_worker, args=(servers[0].address, prefix, entered))
+    proc.start()
+    assert entered.wait(30)
+    started = time.monotonic()
+    cache = Cache(make_client("memcached", servers), key_prefix=prefix)
+    source = Source()
+
+    @cache.cached(ttl=60, herd=True, lease_ttl=2, key=lambda k: f"dies:{k}")
+    def value(k: int) -> Any:
+        return source(k)
+
+    results = run_threads(3, lambda: value(1))
+    proc.join(10)
+    assert proc.exitcode == 1
+    assert results == ["1@v0"] * 3
+    assert source.calls[1] == 1
+    assert time.monotonic() - started >= 0.9  # they waited for the dead process's lease
 
 
 # -- invalidation ---------------------------------------------------------------------------------

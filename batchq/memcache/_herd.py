@@ -68,6 +68,8 @@ __all__ = [
 
 _log = logging.getLogger("batchq.memcache")
 
+_MAX_RELATIVE_TTL: Final = 60 * 60 * 24 * 30  # memcached reads a larger expiry as a unix time
+
 TOMBSTONE_TTL: Final = 60
 """Seconds a tombstone (an invalidation where nothing was stored) lives: longer than any sane
 compute, so that a write-back that started before the invalidation finds it and fails."""
@@ -334,7 +336,9 @@ def _invalidations(node: _Node, items: list[_HerdItem]) -> None:
             stale_until = rec.stale_until if rec.invalidated else now + rec.stale_span
             if stale_until > now:
                 data = pack_record(rec.inner, now, stale_until - now, invalidated=True)
-                ttl = max(1, math.ceil(stale_until - now)) if math.isfinite(stale_until) else 0
+                ttl = 0
+                if math.isfinite(stale_until):
+                    ttl = min(max(1, math.ceil(stale_until - now)), _MAX_RELATIVE_TTL)
                 sets.setdefault(ttl, {})[item.raw] = data
                 continue
         # A tombstone: nothing fresh, nothing stale, and a write-back in flight fails.
@@ -661,7 +665,8 @@ def _write_back(
     if ttl == 0:
         fresh_until, span, hard = math.inf, float(policy.stale_ttl), 0
     else:
-        fresh_until, span, hard = now + ttl, float(policy.stale_ttl), ttl + policy.stale_ttl
+        fresh_until, span = now + ttl, float(policy.stale_ttl)
+        hard = min(ttl + policy.stale_ttl, _MAX_RELATIVE_TTL)
     data = pack_record(inner, fresh_until, span, invalidated=False)
     discard(cache, raw)
     _request(cache, "write", key, raw, data=data, ttl=hard, cas=token)

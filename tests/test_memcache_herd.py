@@ -595,3 +595,22 @@ def test_the_record_reads_the_caches_envelope() -> None:
 
     assert _record.ENVELOPE_MAGIC == _cache._MAGIC
     assert len(_record.ENVELOPE_MAGIC) + 4 == _cache._HEADER
+
+
+def test_one_lease_taken_twice_in_one_round_has_one_winner() -> None:
+    from batchq.memcache._herd import _request
+
+    cache = Cache(LocalClient())
+    raw = cache.encode_key("twice")
+    lease = lease_key(cache, raw)
+
+    @batchq.asynq()
+    def both() -> Any:
+        # Two requests for the same lease in one round, as two asyncio requests of one driver
+        # (in different contexts, so neither sees the other's computation) would make.
+        first = _request(cache, "lease", "twice", raw, lease=lease, ttl=5)
+        second = _request(cache, "lease", "twice", raw, lease=lease, ttl=5)
+        return (yield [first, second])
+
+    outcomes = both()
+    assert [won for won, _, _ in outcomes] == [True, False]

@@ -357,8 +357,16 @@ def _add_leases(node: _Node, items: list[_HerdItem]) -> None:
     won: dict[bytes, bool] = {}
     for ttl, values in ttls.items():
         won.update(_add_many(node, values, ttl))
+    granted: set[bytes] = set()
     for item in items:
-        item.data = b"won" if won.get(_lease_of(item)) else b""
+        # Two callers of one scheduler can ask for the same lease in one round (requests of one
+        # asyncio driver, in different contexts): the add succeeded once, so only one wins.
+        lease = _lease_of(item)
+        if won.get(lease) and lease not in granted:
+            granted.add(lease)
+            item.data = b"won"
+        else:
+            item.data = b""
 
 
 def _read_tokens(node: _Node, items: list[_HerdItem]) -> None:

@@ -17,6 +17,7 @@ from pymemcache import serde as pymemcache_serde
 from . import _pymemcache
 from ._errors import DeserializationError, SerializationError
 from ._local import LocalClient
+from ._record import HERD_MAGIC, parse_record
 from ._serde import JsonSerde, PickleSerde, Serde, check_value_size
 
 if TYPE_CHECKING:
@@ -55,7 +56,12 @@ def pack(serde: Serde, key: str | bytes, value: Any, max_value_size: int) -> byt
 
 
 def unpack(serde: Serde, key: str | bytes, stored: Any) -> Any:
-    """The value in an envelope; DeserializationError if ``stored`` is none or unreadable."""
+    """The value in an envelope; DeserializationError if ``stored`` is none or unreadable.
+
+    A herd-protected cached function's record (``_record``) comes back parsed, as a Record.
+    """
+    if type(stored) is bytes and stored[:_MAGIC_LEN] == HERD_MAGIC:
+        return parse_record(key, stored, serde)
     if type(stored) is not bytes or not stored.startswith(MAGIC) or len(stored) < HEADER:
         shown = (
             repr(stored[:40]) if isinstance(stored, (bytes, str)) else f"a {type(stored).__name__}"

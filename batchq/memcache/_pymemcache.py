@@ -32,6 +32,7 @@ __all__ = [
     "is_legacy_pickle",
     "compressed_inner",
     "connection_lock",
+    "pipelined_store",
     "retry_call",
     "route_lock",
     "route_table",
@@ -58,6 +59,7 @@ INTERNALS: Final = (
     ("Client", "server"),
     ("Client", "key_prefix"),
     ("Client", "serde"),
+    ("Client", "_store_cmd"),
     ("LegacyWrappingSerde", "_default_deserialize"),
     ("CompressedSerde", "_serde"),
 )
@@ -188,6 +190,15 @@ def route_table(hc: HashClient) -> tuple[tuple[Any, ...], Callable[[Any], Any], 
 
 def dead_timeout(hc: HashClient) -> Any:
     return hc.dead_timeout
+
+
+def pipelined_store(client: Any) -> str | None:
+    """The name of the client's method that sends many storage commands of one kind (``add``)
+    in one write and reads the replies in order, as its ``set_many`` does for ``set``; None if it
+    has none (then each is sent alone). Called as ``method(b"add", {key: data}, ttl, noreply)``,
+    it returns ``{key: stored}``."""
+    _, inner = unwrap_retrying(client)  # RetryingClient forwards any name, so ask what it wraps
+    return "_store_cmd" if callable(getattr(inner, "_store_cmd", None)) else None
 
 
 def server_name(client: Any) -> str:

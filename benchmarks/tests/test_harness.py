@@ -331,8 +331,8 @@ def test_progress_in_a_log_is_one_line_per_workload_with_systems_and_time_left()
         "[1/3] w (base, fast): 3 reps in " + lines[0].split(" reps in ")[1],
         "[2/3] second (base, fast): 20 reps in " + lines[1].split(" reps in ")[1],
         (
-            "[3/3] third (base, fast): skipped: needs memcached; install it or set "
-            "BENCH_MEMCACHED=1 to install and start one"
+            "[3/3] third (base, fast): skipped: needs memcached; install it "
+            "(BENCH_MEMCACHED=1 make bench installs it first)"
         ),
     ]
     assert lines[0].endswith("; about 24 s left")  # 8 s x 3 s / 1 s

@@ -26,7 +26,6 @@ from typing import Any
 
 import batchq
 from batchq.memcache import Cache, LocalClient
-from batchq.memcache._herd import drain
 
 from ._harness import (
     BenchEnv,
@@ -93,7 +92,7 @@ def _prepare(cache: Cache, fns: Mapping[str, Any], system: str) -> None:
     fn = fns[system]
     keys = [fn.cache_key(k) for k in range(KEYS)]
     if system == "stale":
-        drain(cache)
+        cache.drain(60)
         missing = [k for k in range(KEYS) if cache.get(keys[k]) is None]
         if missing:
             _fill(fn, missing)
@@ -126,7 +125,7 @@ def _worker_main(address: tuple[str, int], conn: Any) -> None:
         system, start_at = msg
         before = count.n
         latencies = _requests(fns[system], start_at)
-        drain(cache)  # the background recomputes of stale serving count too
+        cache.drain(60)  # the background recomputes of stale serving count too
         conn.send((latencies, count.n - before))
 
 
@@ -211,7 +210,7 @@ def _build_local(env: BenchEnv) -> Mapping[str, Callable[[], Outcome]]:
                 t.start()
             for t in threads:
                 t.join()
-            drain(cache)
+            cache.drain(60)
             for latencies in out:
                 _local.record(name, latencies)
             return Outcome(answer=(WORKERS * REQUESTS, PER_REQUEST), round_trips=count.n - before)

@@ -23,8 +23,8 @@ from pymemcache.client.hash import HashClient
 
 import batchq
 from batchq.memcache import Cache, LocalClient
-from batchq.memcache._herd import drain, lease_key
-from batchq.memcache._record import Record
+from batchq.memcache._herd import lease_key
+from batchq.memcache._record import parse_record
 from batchq.testing import MemcachedServer
 
 __all__ = ["close_clients"]  # fixture, imported for pytest
@@ -350,10 +350,12 @@ def test_invalidate_makes_the_next_call_recompute(cache: Cache) -> None:
     assert value.invalidate(1) is True
     assert value(1) == "1@v1"
     assert source.calls[1] == 2
-    # The key holds a record, fresh again.
-    stored = cache.get(value.cache_key(1))
-    assert type(stored) is Record
-    assert stored.is_fresh(time.time())
+    # The key holds a record, fresh again; a plain get reads its value.
+    raw = cache.encode_key(value.cache_key(1))
+    stored = cache.client.get(raw.decode())
+    assert stored is not None
+    assert parse_record(raw, stored).is_fresh(time.time())
+    assert cache.get(value.cache_key(1)) == "1@v1"
 
 
 @pytest.mark.parametrize("present", [False, True], ids=["absent", "stale-present"])
@@ -401,6 +403,35 @@ def test_invalidate_many_and_errors(cache: Cache) -> None:
         cache.invalidate_many("many:1")
 
 
+def test_get_reads_a_protected_key_as_the_function_does(cache: Cache) -> None:
+    """``cache.get``/``get_many`` of a herd record: its value while the function would serve it
+    (fresh, or stale within stale_ttl), a miss once it would not (a tombstone, or past it)."""
+    source = Source()
+
+    @cache.cached(ttl=60, stale_ttl=30, key=lambda k: f"getrec:{k}")
+    def stale(k: int) -> Any:
+        return source(k)
+
+    @cache.cached(ttl=60, herd=True, key=lambda k: f"getherd:{k}")
+    def herd(k: int) -> Any:
+        return source(k)
+
+    assert (stale(1), herd(1)) == ("1@v0", "1@v0")
+    keys = [stale.cache_key(1), herd.cache_key(1)]
+    assert [cache.get(k) for k in keys] == ["1@v0", "1@v0"]
+    assert cache.get_many(keys) == dict.fromkeys(keys, "1@v0")
+    # Invalidated: the stale record still serves its value; without stale_ttl it is a miss.
+    assert cache.invalidate_many(keys) is True
+    assert cache.get(keys[0]) == "1@v0"
+    cache.reset_stats()
+    assert cache.get(keys[1], "absent") == "absent"
+    assert cache.get_many(keys) == {keys[0]: "1@v0"}
+    assert cache.stats().misses == 2
+    # Where nothing was stored an invalidation leaves a tombstone: a miss, never its bytes.
+    assert cache.invalidate("getrec:never-written") is True
+    assert cache.get("getrec:never-written") is None
+
+
 # -- stale serving --------------------------------------------------------------------------------
 
 
@@ -420,7 +451,7 @@ def test_stale_values_are_served_while_one_caller_recomputes(cache: Cache) -> No
     assert results == ["1@v0"] * 6  # all served the stale value at once
     assert source.entered.wait(5)
     source.gate.set()
-    drain(cache)
+    cache.drain(10)
     assert source.calls[1] == 2  # one recompute for the six stale reads
     assert value(1) == "1@v1"
 
@@ -437,13 +468,38 @@ def test_stale_serving_is_bounded_by_stale_ttl(cache: Cache) -> None:
     source.fail.add(1)  # recomputes fail: the stale value stays as long as it may
     time.sleep(1.1)  # past ttl, inside stale_ttl
     assert value(1) == "1@v0"
-    drain(cache)
+    cache.drain(10)
     assert source.calls[1] == 2  # the background recompute ran (and failed, uncached)
     time.sleep(1.1)  # past ttl + stale_ttl: never served again
     with pytest.raises(RuntimeError, match="source failed"):
         value(1)
     source.fail.clear()
     assert value(1) == "1@v1"
+
+
+def test_drain_waits_for_the_background_recomputes() -> None:
+    cache = Cache(LocalClient(), name="drained")
+    cache.drain()  # nothing ever ran in the background: returns at once
+    source = Source()
+
+    @cache.cached(ttl=60, stale_ttl=60, key=lambda k: f"drain:{k}")
+    def value(k: int) -> Any:
+        return source(k)
+
+    assert value(1) == "1@v0"
+    source.version = 1
+    value.invalidate(1)
+    source.gate = threading.Event()
+    source.entered.clear()
+    assert value(1) == "1@v0"  # stale; the recompute starts in the background and stalls
+    assert source.entered.wait(5)
+    with pytest.raises(TimeoutError, match=r"background recomputes of drained still running"):
+        cache.drain(timeout=0.05)
+    source.gate.set()
+    cache.drain()
+    assert cache.get(value.cache_key(1)) == "1@v1"  # written by the time drain returns
+    with pytest.raises(ValueError, match=r"drain\(timeout=...\) takes seconds >= 0.*got -1"):
+        cache.drain(-1)
 
 
 # -- none_ttl -------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Generator, Iterable, Mapping
+from time import time
 from typing import Any, Final, Literal, ParamSpec, TypeVar
 
 from batchq._core._futures import NOT_COMPUTED, FutureBase
@@ -27,7 +28,7 @@ from batchq._core._task import AsyncTask
 from . import _herd, _pymemcache, _tier
 from ._batch import CacheBatch, GetItem, WriteItem, _Hit, _Write, settle
 from ._cached import _CacheDecorator
-from ._envelope import check_client_serdes, decode_reads, pack, unpack
+from ._envelope import check_client_serdes, decode_reads, decode_stored, pack, unpack
 from ._errors import DeserializationError
 from ._keys import _FORBIDDEN_BYTES, _HASH_MARK, MAX_KEY_LENGTH, encode_key
 from ._local import LocalClient
@@ -162,6 +163,15 @@ class Cache:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait until the background recomputes of stale values (``cached(stale_ttl=...)``) are
+        done, those they queue meanwhile included: before a test checks what they wrote, or at
+        shutdown. TimeoutError after ``timeout`` seconds (None: no limit).
+
+        Call it outside any batchq run: it blocks the thread.
+        """
+        _herd.drain(self, timeout)
+
     def stats(self) -> CacheStats:
         """A snapshot of the counters."""
         with self._stats_lock:
@@ -234,7 +244,8 @@ class Cache:
                 if stored is None:
                     return _Hit(None, False)
                 try:
-                    return _Hit(self._unpack(key, stored), True)
+                    hit, value, record = decode_stored(self.serde, key, stored, time())
+                    return _Hit(value, hit, None, record)
                 except DeserializationError as e:
                     # Fails the read that waits on it, like a value read from the server.
                     return _Hit(None, False, e)
@@ -294,6 +305,7 @@ class Cache:
             batch.items.append(got)
             got.key = key
             got.hit = False
+            got.record = None
         return got
 
     def _get_many_asynq(self, keys: Iterable[str | bytes]) -> AsyncTask[dict[str | bytes, Any]]:

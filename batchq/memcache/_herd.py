@@ -41,6 +41,7 @@ import time
 import weakref
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import TYPE_CHECKING, Any, Final
 
 from batchq._asyncio import from_asyncio
@@ -208,23 +209,35 @@ def _herd(cache: Cache) -> _Herd:
     return found
 
 
-def drain(cache: Cache, timeout: float = 10.0) -> None:
-    """Wait for the Cache's background revalidations (for tests and orderly shutdown)."""
+def drain(cache: Cache, timeout: float | None = None) -> None:
+    """Wait for the Cache's background recomputes, those queued meanwhile included
+    (``Cache.drain``)."""
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+    ):
+        msg = f"drain(timeout=...) takes seconds >= 0, or None for no limit, got {timeout!r}"
+        raise ValueError(msg)
     herd = _herds.get(cache)
     if herd is None:
         return
-    deadline = time.monotonic() + timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         with herd.lock:
             running = [f for f in herd.background if not f.done()]
             if not running and not herd.draining:
                 return
-        for fut in running:
-            fut.result(max(0.0, deadline - time.monotonic()))
+        try:
+            for fut in running:
+                fut.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except FutureTimeoutError:
+            pass  # reported below, with the Cache's name
         if not running:
             time.sleep(0.001)  # the drainer was just submitted
-        if time.monotonic() > deadline:
-            msg = f"background recomputes of {cache.name} still running after {timeout} s"
+        if deadline is not None and time.monotonic() > deadline:
+            msg = (
+                f"background recomputes of {cache.name} still running after {timeout} s; a "
+                "cached function is slower than that, or blocked"
+            )
             raise TimeoutError(msg)
 
 
@@ -554,25 +567,25 @@ def cached_call(
             return cache._unpack(key, inner)
     got = cache._lookup(key, raw)
     try:
-        stored = yield got
-        hit = got.hit
+        value = yield got
     except DeserializationError as e:
         _log.warning("%s: recomputing %r: %s", cache.name, key, e)
-        stored, hit = None, False
-    if hit:
-        now = time.time()
-        if type(stored) is Record:
-            if not stored.invalidated and now < stored.fresh_until:  # is_fresh(), inlined
+    else:
+        # A hit is a plain value, or a record's value while it may be served (see decode_stored).
+        if got.hit:
+            record = got.record
+            if record is None:
                 if tier is not None:
-                    tier.put(raw, stored.inner)
-                return stored.value
-            if policy.herd and stored.may_serve_stale(now):
+                    tier.put(raw, cache._pack(key, value))
+                return value
+            now = time.time()
+            if not record.invalidated and now < record.fresh_until:  # is_fresh(), inlined
+                if tier is not None:
+                    tier.put(raw, record.inner)
+                return value
+            if policy.herd and record.may_serve_stale(now):
                 _revalidate_later(cache, policy, key, raw, make_task, args, kwargs)
-                return stored.value
-        else:
-            if tier is not None:
-                tier.put(raw, cache._pack(key, stored))
-            return stored
+                return value
     state = run_state()
     slot = (id(cache), raw)
     task = state.inflight.get(slot) if state is not None else None
@@ -672,18 +685,18 @@ def _fill(
         try:
             found = yield got
         except DeserializationError:
-            found = None
+            pass  # unreadable: as missing (got.hit is False)
         if got.hit:
-            now = time.time()
-            if type(found) is Record:
-                if found.is_fresh(now):
-                    if policy.tier is not None:
-                        policy.tier.put(raw, found.inner)
-                    return found.value
-                if found.may_serve_stale(now):
-                    return found.value  # invalidated meanwhile; another caller recomputes
-            else:
+            record = got.record
+            if record is None:
                 return found
+            now = time.time()
+            if record.is_fresh(now):
+                if policy.tier is not None:
+                    policy.tier.put(raw, record.inner)
+                return found
+            if record.may_serve_stale(now):
+                return found  # invalidated meanwhile; another caller recomputes
         # Still nothing: the winner failed (and released its lease) or its lease ran out.
         won, stored, token = yield _request(
             cache, "lease", key, raw, lease=lease, ttl=policy.lease_ttl

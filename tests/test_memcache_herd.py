@@ -350,12 +350,26 @@ def test_invalidate_makes_the_next_call_recompute(cache: Cache) -> None:
     assert value.invalidate(1) is True
     assert value(1) == "1@v1"
     assert source.calls[1] == 2
-    # The key holds a record, fresh again; a plain get reads its value.
+    # Without stale_ttl the value is stored plain, as cache.set stores it (a record would add
+    # nothing); the invalidation's tombstone was replaced.
     raw = cache.encode_key(value.cache_key(1))
     stored = cache.client.get(raw.decode())
-    assert stored is not None
-    assert parse_record(raw, stored).is_fresh(time.time())
+    assert stored == cache._pack(raw, "1@v1")
     assert cache.get(value.cache_key(1)) == "1@v1"
+
+
+def test_a_value_that_may_be_served_stale_is_stored_in_a_record(cache: Cache) -> None:
+    @cache.cached(ttl=60, stale_ttl=30, key=lambda k: f"rec:{k}")
+    def value(k: int) -> Any:
+        return f"{k}!"
+
+    assert value(1) == "1!"
+    raw = cache.encode_key(value.cache_key(1))
+    stored = cache.client.get(raw.decode())
+    record = parse_record(raw, stored, cache.serde)
+    assert record.is_fresh(time.time())
+    assert (record.value, record.stale_span) == ("1!", 30.0)
+    assert 59 < record.fresh_until - time.time() <= 60
 
 
 @pytest.mark.parametrize("present", [False, True], ids=["absent", "stale-present"])

@@ -726,21 +726,29 @@ def _write_back(
     token: Any,
     lease: bytes | None,
 ) -> None:
-    """Store the record (not waited for: it joins the round and is flushed before the run ends)."""
+    """Store the value (not waited for: it joins the round and is flushed before the run ends)."""
     ttl = policy.ttl_for(value)
-    now = time.time()
-    if ttl == 0:
-        fresh_until, span, hard = math.inf, float(policy.stale_ttl), 0
+    if policy.stale_ttl == 0:
+        # Nothing to serve stale: a record would only repeat memcached's own expiry, and an
+        # invalidation leaves a tombstone either way. The plain envelope keeps the warm read of a
+        # protected function the same as a plain cached one's.
+        data = inner
+        hard = min(ttl, _MAX_RELATIVE_TTL)
     else:
-        fresh_until, span = now + ttl, float(policy.stale_ttl)
-        hard = min(ttl + policy.stale_ttl, _MAX_RELATIVE_TTL)
-    data = pack_record(inner, fresh_until, span, invalidated=False)
+        data = _stale_record(policy, ttl, inner)
+        hard = 0 if ttl == 0 else min(ttl + policy.stale_ttl, _MAX_RELATIVE_TTL)
     discard(cache, raw)
     _request(cache, "write", key, raw, data=data, ttl=hard, cas=token)
     if lease is not None:
         _request(cache, "release", key, raw, lease=lease)
     if policy.tier is not None:
         policy.tier.put(raw, inner)
+
+
+def _stale_record(policy: Policy, ttl: int, inner: bytes) -> bytes:
+    """The record of a value that may be served stale: fresh for ``ttl``, then ``stale_ttl``."""
+    fresh_until = math.inf if ttl == 0 else time.time() + ttl
+    return pack_record(inner, fresh_until, float(policy.stale_ttl), invalidated=False)
 
 
 # -- stale serving: the recompute in the background -----------------------------------------------

@@ -51,7 +51,6 @@ from batchq._core._loop import Scheduler, get_scheduler, run_sync
 from batchq._core._runtime import current_scheduler
 from batchq._core._task import AsyncTask
 
-from . import _pymemcache
 from ._envelope import MAGIC
 from ._errors import DeserializationError, ServerError, ValueTooLargeError
 from ._keys import MAX_KEY_LENGTH
@@ -328,7 +327,7 @@ def _write_backs(node: _Node, items: list[_HerdItem]) -> None:
             stored = node._call("cas", item.raw, item.data, item.cas, item.ttl, False)
             item.set_value(bool(stored))
     for ttl, values in adds.items():
-        added = _add_many(node, values, ttl)
+        added = node.add_many(values, ttl)
         for item in items:
             if item.cas is None and item.ttl == ttl:
                 item.set_value(bool(added.get(item.raw)))
@@ -372,7 +371,7 @@ def _add_leases(node: _Node, items: list[_HerdItem]) -> None:
         ttls.setdefault(item.ttl, {})[_lease_of(item)] = _LEASE_VALUE
     won: dict[bytes, bool] = {}
     for ttl, values in ttls.items():
-        won.update(_add_many(node, values, ttl))
+        won.update(node.add_many(values, ttl))
     granted: set[bytes] = set()
     for item in items:
         # Two callers of one scheduler can ask for the same lease in one round (requests of one
@@ -431,17 +430,6 @@ def _per_node(
                 for item in group:
                     if not item.is_computed():
                         item.set_error(error)
-
-
-def _add_many(node: _Node, values: dict[bytes, bytes], ttl: int) -> dict[bytes, bool]:
-    """``add`` each value; which were stored. Pipelined where the client allows it."""
-    pipelined = _pymemcache.pipelined_store(node.client)
-    if pipelined is not None:
-        # pymemcache's Client sends every add in one write and reads the answers in order
-        # (what its set_many does with "set").
-        result = node._call(pipelined, b"add", values, ttl, False)
-        return {k: bool(v) for k, v in result.items()}
-    return {raw: bool(node._call("add", raw, data, ttl, False)) for raw, data in values.items()}
 
 
 def _is_plain(stored: bytes) -> bool:

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 from memcache_fixtures import Counting, close_clients, needs_memcached, track
-from pymemcache.client.base import PooledClient
+from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
+from pymemcache.client.retrying import RetryingClient
 
 import batchq
 from batchq.memcache import Cache, LocalClient
@@ -151,6 +152,49 @@ def test_threads_missing_together_call_the_source_once_per_key(cache: Cache) -> 
     assert source.calls == dict.fromkeys(range(10), 1)
     # The lease is released with the write-back.
     assert cache.client.get(lease_key(cache, cache.encode_key("herd:3")).decode()) is None
+
+
+class _CountingAdds(Client):
+    """A real pymemcache Client that counts its add commands: pipelined, and one at a time."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pipelined_adds: list[int] = []
+        self.single_adds = 0
+
+    def _store_cmd(self, name: bytes, values: Any, *args: Any, **kwargs: Any) -> Any:
+        if name == b"add":
+            self.pipelined_adds.append(len(values))
+        return super()._store_cmd(name, values, *args, **kwargs)
+
+    def add(self, *args: Any, **kwargs: Any) -> Any:
+        self.single_adds += 1
+        return super().add(*args, **kwargs)
+
+
+@pytest.mark.memcached
+@needs_memcached
+@pytest.mark.parametrize("retrying", [False, True], ids=["Client", "RetryingClient"])
+def test_a_rounds_adds_go_in_one_write_per_server(
+    servers: list[MemcachedServer], retrying: bool
+) -> None:
+    client = track(_CountingAdds(servers[0].address, timeout=2))
+    cache = Cache(RetryingClient(client) if retrying else client, key_prefix=fresh_prefix())
+    source = Source()
+
+    @cache.cached(ttl=60, herd=True, key=lambda k: f"pipe:{k}")
+    def value(k: int) -> Any:
+        return source(k)
+
+    @batchq.asynq()
+    def page() -> Any:
+        return (yield [value.asynq(k) for k in range(20)])
+
+    assert page() == [f"{k}@v0" for k in range(20)]
+    # The 20 leases in one write, then the 20 values (nothing was stored: add) in one write.
+    assert (client.pipelined_adds, client.single_adds) == ([20, 20], 0)
+    assert page() == [f"{k}@v0" for k in range(20)]
+    assert source.calls == dict.fromkeys(range(20), 1)
 
 
 def test_asyncio_requests_missing_together_call_the_source_once(cache: Cache) -> None:
@@ -470,6 +514,7 @@ def test_stale_values_are_served_while_one_caller_recomputes(cache: Cache) -> No
     assert value(1) == "1@v1"
 
 
+@pytest.mark.parametrize("backend", BACKENDS[:2])  # a cluster adds nothing here but 2 s
 def test_stale_serving_is_bounded_by_stale_ttl(cache: Cache) -> None:
     source = Source()
 
@@ -608,7 +653,7 @@ def test_other_processes_writes_reach_the_tier_after_local_ttl() -> None:
     source = Source()
 
     def define(cache: Cache) -> Any:
-        @cache.cached(ttl=60, herd=True, local_ttl=2, key=lambda k: f"xproc:{k}")
+        @cache.cached(ttl=60, herd=True, local_ttl=0.3, key=lambda k: f"xproc:{k}")
         def value(k: int) -> Any:
             return source(k)
 
@@ -620,7 +665,7 @@ def test_other_processes_writes_reach_the_tier_after_local_ttl() -> None:
     remote.invalidate(1)
     assert remote(1) == "1@v1"
     assert local(1) == "1@v0"  # this process's tier: stale up to local_ttl
-    time.sleep(2.1)
+    time.sleep(0.35)
     assert local(1) == "1@v1"
 
 

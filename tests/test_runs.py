@@ -426,3 +426,62 @@ def test_keyboard_interrupt_in_a_fetch_under_asyncio_reaches_the_caller_cleanly(
         asyncio.run(main())
     gc.collect()
     assert seen == []
+
+
+def test_steady_load_with_random_cancellations_answers_every_other_request_correctly() -> None:
+    """3,000 requests arriving over time, a fifth of them cancelled at random moments."""
+    import random
+
+    rng = random.Random(1234)
+    cache = Cache(LocalClient())
+
+    def fetch(keys: list[int]) -> list[int]:
+        return [k * 3 for k in keys]
+
+    numbers = Loader(fetch, name="numbers")
+
+    @from_asyncio
+    async def remote(k: int) -> int:
+        await asyncio.sleep(rng.random() * 0.002)
+        return k * 2
+
+    @cache.cached(key=lambda k: f"steady:{k}")
+    @asynq()
+    def cached_double(k: int) -> Generator[Any, Any, int]:
+        return (yield remote.asynq(k))  # type: ignore[no-any-return]
+
+    @asynq()
+    def request(i: int) -> Generator[Any, Any, tuple[int, int, int]]:
+        a, b = yield numbers.load.asynq(i), cached_double.asynq(i % 97)
+        c = yield cache.get.asynq(f"steady:{i % 97}")
+        return a, b, c
+
+    async def main() -> int:
+        answered = 0
+        async with SteadyLoad() as load:
+            pending: list[tuple[int, asyncio.Task[Any], bool]] = []
+            for i in range(3000):
+                cancel = rng.random() < 0.2
+                pending.append((i, asyncio.create_task(request.asyncio(i)), cancel))
+                if i % 25 == 0:
+                    await asyncio.sleep(rng.random() * 0.002)
+                    for _, task, c in pending[-25:]:
+                        if c and rng.random() < 0.5:
+                            task.cancel()
+            for _, task, c in pending:
+                if c and not task.done():
+                    task.cancel()
+            for i, task, c in pending:
+                try:
+                    got = await task
+                except asyncio.CancelledError:
+                    assert c
+                    continue
+                assert got == (i * 3, (i % 97) * 2, (i % 97) * 2), (i, got)
+                answered += 1
+            assert len(load.driver().sched._runs) == 1  # only the keeper
+            assert load.driver().sched._ready == []
+        return answered
+
+    answered = run(main)
+    assert 2000 <= answered <= 3000

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from pymemcache import serde as pymemcache_serde
-from pymemcache.client.base import Client
+from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
 from pymemcache.client.retrying import RetryingClient
 
@@ -33,6 +33,7 @@ def _instances() -> dict[str, Any]:
         "Client": plain,
         "HashClient": HashClient([("127.0.0.1", 1), ("127.0.0.1", 2)]),
         "RetryingClient": RetryingClient(plain),
+        "PooledClient": PooledClient(("127.0.0.1", 1)),
         "LegacyWrappingSerde": pymemcache_serde.LegacyWrappingSerde(None, None),
         "CompressedSerde": pymemcache_serde.CompressedSerde(),
     }

@@ -19,6 +19,7 @@ from ._errors import ServerError
 
 if TYPE_CHECKING:
     from ._cache import Cache
+    from ._record import Record
     from ._routing import _Job
 
 __all__ = ["CacheBatch", "GetItem", "WriteItem"]
@@ -29,19 +30,30 @@ _log = logging.getLogger("batchq.memcache")
 class _Hit(FutureBase[Any]):
     """An already-known answer (from the overlay): yielding it costs no round."""
 
-    __slots__ = ("hit",)
+    __slots__ = ("hit", "record")
 
-    def __init__(self, value: Any, hit: bool, error: BaseException | None = None) -> None:
+    def __init__(
+        self,
+        value: Any,
+        hit: bool,
+        error: BaseException | None = None,
+        record: Record | None = None,
+    ) -> None:
         self._value = value
         self._error = error
         self._waiters = None
         self.hit = hit
+        self.record = record
 
 
 class GetItem(BatchItemBase[Any]):
-    """One key read in a round: its value, or None with ``hit`` False on a miss."""
+    """One key read in a round: its value, or None with ``hit`` False on a miss.
 
-    __slots__ = ("key", "hit")
+    ``record``: the herd record the key held (see ``_record``), else None; ``hit`` and the
+    value are what a reader gets from it.
+    """
+
+    __slots__ = ("key", "hit", "record")
 
     def __init__(self, batch: CacheBatch, key: str | bytes) -> None:
         # Inlined BatchItemBase.__init__: only ever added to the active (unflushed) batch.
@@ -52,6 +64,7 @@ class GetItem(BatchItemBase[Any]):
         batch.items.append(self)
         self.key = key
         self.hit = False
+        self.record: Record | None = None
 
     def __repr__(self) -> str:
         state = "pending" if self._value is NOT_COMPUTED else "hit" if self.hit else "miss"

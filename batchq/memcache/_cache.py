@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Generator, Iterable, Mapping
-from typing import Any, Final, Generic, Literal, ParamSpec, TypeVar
+from time import time
+from typing import Any, Final, Literal, ParamSpec, TypeVar
 
 from batchq._core._futures import NOT_COMPUTED, FutureBase
-from batchq._core._loop import get_scheduler, run_sync
+from batchq._core._loop import get_scheduler
 from batchq._core._runtime import current_scheduler, run_of
 from batchq._core._task import AsyncTask
 
-from . import _pymemcache
+from . import _herd, _pymemcache, _tier
 from ._batch import CacheBatch, GetItem, WriteItem, _Hit, _Write, settle
 from ._cached import _CacheDecorator
-from ._envelope import check_client_serdes, decode_reads, pack, unpack
+from ._envelope import check_client_serdes, decode_reads, decode_stored, pack, unpack
 from ._errors import DeserializationError
 from ._keys import _FORBIDDEN_BYTES, _HASH_MARK, MAX_KEY_LENGTH, encode_key
 from ._local import LocalClient
+from ._op import _Op
 from ._routing import Servers, _Job
 from ._run import peek_run_state, run_state, state_of
 from ._serde import DEFAULT_MAX_VALUE_SIZE, JsonSerde, Serde
@@ -52,25 +54,6 @@ DEFAULT_MAX_BATCH_SIZE: Final = 4096
 
 _KEY_MEMO_SIZE: Final = 100_000
 _new_item = object.__new__
-
-
-class _Op(Generic[P, T]):
-    """An async function of the Cache: ``op(...)`` runs it, ``op.asynq(...)`` is yieldable."""
-
-    __slots__ = ("asynq", "_name")
-
-    def __init__(self, asynq: Callable[P, FutureBase[T]], name: str) -> None:
-        self.asynq = asynq
-        self._name = name
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
-        return run_sync(self.asynq(*args, **kwargs))
-
-    def is_pure_async_fn(self) -> bool:
-        return False
-
-    def __repr__(self) -> str:
-        return f"<async {self._name}>"
 
 
 def _gather_get(item: GetItem | _Hit, default: Any) -> Generator[Any, Any, Any]:
@@ -162,6 +145,8 @@ class Cache:
         self.set_many = _Op(self._set_many_asynq, f"{self.name}.set_many")
         self.delete = _Op(self._delete_asynq, f"{self.name}.delete")
         self.delete_many = _Op(self._delete_many_asynq, f"{self.name}.delete_many")
+        self.invalidate = _Op(self._invalidate_asynq, f"{self.name}.invalidate")
+        self.invalidate_many = _Op(self._invalidate_many_asynq, f"{self.name}.invalidate_many")
 
     def __repr__(self) -> str:
         return f"<{self.name} on_error={self.on_error!r} max_batch_size={self.max_batch_size}>"
@@ -177,6 +162,15 @@ class Cache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait until the background recomputes of stale values (``cached(stale_ttl=...)``) are
+        done, those they queue meanwhile included: before a test checks what they wrote, or at
+        shutdown. TimeoutError after ``timeout`` seconds (None: no limit).
+
+        Call it outside any batchq run: it blocks the thread.
+        """
+        _herd.drain(self, timeout)
 
     def stats(self) -> CacheStats:
         """A snapshot of the counters."""
@@ -250,7 +244,8 @@ class Cache:
                 if stored is None:
                     return _Hit(None, False)
                 try:
-                    return _Hit(self._unpack(key, stored), True)
+                    hit, value, record = decode_stored(self.serde, key, stored, time())
+                    return _Hit(value, hit, None, record)
                 except DeserializationError as e:
                     # Fails the read that waits on it, like a value read from the server.
                     return _Hit(None, False, e)
@@ -262,6 +257,8 @@ class Cache:
         return item
 
     def _write(self, key: str | bytes, raw: bytes, data: bytes | None, ttl: int) -> WriteItem:
+        if _tier.has_tiers():  # a write drops the key from this process's local tiers
+            _tier.discard(self, raw)
         state = run_state()
         if state is not None:
             state.overlay[(id(self), raw)] = data
@@ -308,6 +305,7 @@ class Cache:
             batch.items.append(got)
             got.key = key
             got.hit = False
+            got.record = None
         return got
 
     def _get_many_asynq(self, keys: Iterable[str | bytes]) -> AsyncTask[dict[str | bytes, Any]]:
@@ -343,10 +341,26 @@ class Cache:
         items = [self._write(k, raw, None, 0) for k, raw in zip(keys, raws, strict=True)]
         return AsyncTask(_all_true(items), self.delete_many, (keys,), None)
 
+    def _invalidate_asynq(self, key: str | bytes) -> FutureBase[bool]:
+        """Mark ``key`` stale: never fresh again; servable stale for its ``stale_ttl``."""
+        return _herd.invalidate_item(self, key)
+
+    def _invalidate_many_asynq(self, keys: Iterable[str | bytes]) -> AsyncTask[bool]:
+        return _herd.invalidate_many_task(self, _key_list(keys, "invalidate_many"))
+
     # -- cached functions -------------------------------------------------------------------------
 
     def cached(
-        self, ttl: int = 0, key: Callable[..., str | bytes] | None = None
+        self,
+        ttl: int = 0,
+        key: Callable[..., str | bytes] | None = None,
+        *,
+        herd: bool = False,
+        stale_ttl: int = 0,
+        none_ttl: int | None = None,
+        lease_ttl: int = 3,
+        local_ttl: float = 0,
+        local_max: int = 1000,
     ) -> _CacheDecorator:
         """Decorate an async (or generator, or plain) function so its results are cached.
 
@@ -354,6 +368,13 @@ class Cache:
         (which may yield) and writes the value back, batched; a cached ``None`` is a hit. The
         default key is ``module:qualname:`` and the arguments, encoded the same in every process;
         pass ``key=f(*args, **kwargs) -> str`` for arguments that have no such encoding.
+
+        Under load (docs/memcache.md, "Misses under load"): ``herd=True`` makes concurrent misses
+        of a key, in any process, run the function once (a lease held at most ``lease_ttl``
+        seconds); ``stale_ttl`` (implies ``herd``) serves the old value that long after ``ttl``
+        or an invalidation while one caller recomputes in the background; ``none_ttl`` is the ttl
+        of a ``None`` result; ``local_ttl``/``local_max`` keep up to ``local_max`` values in this
+        process for ``local_ttl`` seconds.
         """
         if callable(ttl):
             msg = (
@@ -365,7 +386,10 @@ class Cache:
         if key is not None and not callable(key):
             msg = f"cached(key=...) takes a function of the call's arguments, got {key!r}"
             raise TypeError(msg)
-        return _CacheDecorator(self, seconds, key)
+        policy = _herd.make_policy(
+            seconds, herd, stale_ttl, none_ttl, lease_ttl, local_ttl, local_max, self
+        )
+        return _CacheDecorator(self, seconds, key, policy)
 
     # -- flushing ---------------------------------------------------------------------------------
 

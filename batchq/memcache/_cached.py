@@ -20,7 +20,10 @@ from batchq._core._task import AsyncTask
 from batchq._decorators import AsyncFunction
 
 from ._errors import DeserializationError, ValueTooLargeError
+from ._herd import Policy
+from ._herd import cached_call as herd_call
 from ._keys import MAX_KEY_LENGTH
+from ._op import _Op
 from ._run import run_state
 
 if TYPE_CHECKING:
@@ -40,15 +43,24 @@ class CachedFunction(AsyncFunction[P, T]):
     """An async function whose results live in a Cache; see :meth:`Cache.cached`."""
 
     cache_key: Callable[..., str | bytes]
+    # fn.invalidate(*args, **kwargs) marks one call's key stale (see Cache.invalidate).
+    invalidate: _Op[..., bool]
 
 
 class _CacheDecorator:
     """What ``cache.cached(...)`` returns: applies the caching to a function."""
 
-    def __init__(self, cache: Cache, ttl: int, key: Callable[..., str | bytes] | None) -> None:
+    def __init__(
+        self,
+        cache: Cache,
+        ttl: int,
+        key: Callable[..., str | bytes] | None,
+        policy: Policy | None = None,
+    ) -> None:
         self._cache = cache
         self._ttl = ttl
         self._key = key
+        self._policy = policy  # None: no option beyond ttl and key, the plain path
 
     @overload
     def __call__(self, fn: AsyncFunction[P, T]) -> CachedFunction[P, T]: ...
@@ -69,9 +81,16 @@ class _CacheDecorator:
             raise TypeError(msg)
         keyer = make_keyer(fn, self._key)
         original = getattr(fn, "fn", fn)
+        policy = self._policy
+        if policy is None:
 
-        def call(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-            return cached_call(cache, keyer, make_task, ttl, original, args, kwargs)
+            def call(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+                return cached_call(cache, keyer, make_task, ttl, original, args, kwargs)
+
+        else:
+
+            def call(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+                return herd_call(cache, policy, keyer, make_task, original, args, kwargs)
 
         result: CachedFunction[Any, Any] = CachedFunction(call)
         # The generator is call()'s; present the wrapped function's identity.
@@ -82,6 +101,11 @@ class _CacheDecorator:
         result._is_gen = True
         result.__wrapped__ = fn
         result.cache_key = lambda *a, **kw: keyer(a, kw)
+        invalidate = cache._invalidate_asynq
+        result.invalidate = _Op(
+            lambda *a, **kw: invalidate(keyer(a, kw)),
+            f"{getattr(fn, '__qualname__', fn)!s}.invalidate",
+        )
         return result
 
 

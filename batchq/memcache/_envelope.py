@@ -10,6 +10,7 @@ Cache was told every writer is trusted: :func:`check_client_serdes`.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from time import time
 from typing import TYPE_CHECKING, Any, Final
 
 from pymemcache import serde as pymemcache_serde
@@ -17,6 +18,7 @@ from pymemcache import serde as pymemcache_serde
 from . import _pymemcache
 from ._errors import DeserializationError, SerializationError
 from ._local import LocalClient
+from ._record import HERD_MAGIC, Record, parse_record
 from ._serde import JsonSerde, PickleSerde, Serde, check_value_size
 
 if TYPE_CHECKING:
@@ -55,7 +57,11 @@ def pack(serde: Serde, key: str | bytes, value: Any, max_value_size: int) -> byt
 
 
 def unpack(serde: Serde, key: str | bytes, stored: Any) -> Any:
-    """The value in an envelope; DeserializationError if ``stored`` is none or unreadable."""
+    """The value in an envelope; DeserializationError if ``stored`` is none or unreadable.
+
+    Only for a plain envelope: a read that may find a herd record goes through
+    :func:`decode_stored`.
+    """
     if type(stored) is not bytes or not stored.startswith(MAGIC) or len(stored) < HEADER:
         shown = (
             repr(stored[:40]) if isinstance(stored, (bytes, str)) else f"a {type(stored).__name__}"
@@ -72,6 +78,24 @@ def unpack(serde: Serde, key: str | bytes, stored: Any) -> Any:
         raise
     except Exception as e:
         raise _serde_failed(serde, key, stored, e) from e
+
+
+def decode_stored(
+    serde: Serde, key: str | bytes, stored: Any, now: float
+) -> tuple[bool, Any, Record | None]:
+    """``(hit, value, record)`` of what a read found under ``key``.
+
+    A herd-protected cached function stores a record (``_record``): a read of it, by ``get`` as
+    by the function, is its value while the function would serve it (fresh, or stale within its
+    ``stale_ttl``) and a miss after that; ``record`` is the parsed record (None for a plain
+    value), for the cached function's own decisions.
+    """
+    if type(stored) is bytes and stored[:_MAGIC_LEN] == HERD_MAGIC:
+        record = parse_record(key, stored, serde)
+        if record.is_fresh(now) or record.may_serve_stale(now):
+            return True, record.value, record
+        return False, None, record
+    return True, unpack(serde, key, stored), None
 
 
 def _serde_failed(serde: Serde, key: str | bytes, stored: bytes, error: Exception) -> Exception:
@@ -108,7 +132,11 @@ def decode_reads(
                 flags = from_bytes(stored[_MAGIC_LEN:HEADER], "big")
                 value = deserialize(read.key, stored[HEADER:], flags)
             else:
-                value = unpack(serde, read.key, stored)
+                hit, value, read.record = decode_stored(serde, read.key, stored, time())
+                if not hit:
+                    misses += 1
+                    read._value = None
+                    continue
         except DeserializationError as e:
             decode_errors += 1
             read._value = None

@@ -32,12 +32,13 @@ _COUNTER = re.compile(rb"[ \t\n\v\f\r]*([+-]?)([0-9]+)(?:[ \t\n\v\f\r\x00]|\Z)")
 class _Entry:
     """One stored item: serialized bytes, flags, absolute expiry time (None: never)."""
 
-    __slots__ = ("data", "expires_at", "flags")
+    __slots__ = ("data", "expires_at", "flags", "cas")
 
     def __init__(self, data: bytes, flags: int, expires_at: float | None) -> None:
         self.data = data
         self.flags = flags
         self.expires_at = expires_at
+        self.cas = 0  # set by _store: a new number for every write, as memcached's cas unique
 
 
 class LocalClient:
@@ -78,6 +79,7 @@ class LocalClient:
         self._items: OrderedDict[bytes, _Entry] = OrderedDict()  # least recently used first
         self._bytes = 0
         self._lock = threading.Lock()
+        self._cas_counter = 0
 
     def __repr__(self) -> str:
         return f"<LocalClient {len(self._items)} items, {self._bytes} bytes>"
@@ -104,6 +106,24 @@ class LocalClient:
                 if entry is not None:
                     found.append((key, entry.data, entry.flags))
         return {key: self.serde.deserialize(key, data, flags) for key, data, flags in found}
+
+    def gets(self, key: str | bytes, default: Any = None, cas_default: Any = None) -> Any:
+        """``(value, cas)`` for ``key``, or ``(default, cas_default)``; cas is for :meth:`cas`."""
+        return self.gets_many([key]).get(key, (default, cas_default))
+
+    def gets_many(self, keys: Iterable[str | bytes]) -> dict[str | bytes, tuple[Any, bytes]]:
+        """``{key: (value, cas)}`` for the hits among ``keys``; cas tokens are bytes."""
+        encoded = [(key, self._encode(key)) for key in keys]
+        found: list[tuple[str | bytes, bytes, int, int]] = []
+        with self._lock:
+            for key, raw in encoded:
+                entry = self._live(raw)
+                if entry is not None:
+                    found.append((key, entry.data, entry.flags, entry.cas))
+        return {
+            key: (self.serde.deserialize(key, data, flags), str(cas).encode("ascii"))
+            for key, data, flags, cas in found
+        }
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -137,6 +157,33 @@ class LocalClient:
                 self._store(encoded, _Entry(data, flags, expires_at))
                 stored = True
         return True if self._noreply(noreply) else stored
+
+    def cas(
+        self,
+        key: str | bytes,
+        value: Any,
+        cas: int | str | bytes,
+        expire: int = 0,
+        noreply: bool | None = False,
+    ) -> bool | None:
+        """Store only if ``key`` was not written since :meth:`gets` returned ``cas``.
+
+        True: stored; False: written since (memcached's EXISTS); None: ``key`` holds nothing
+        (NOT_FOUND). With noreply, always True.
+        """
+        token = _check_cas(key, cas)
+        encoded, data, flags = self._prepare(key, value)
+        with self._lock:
+            expires_at = self._expires_at(expire)
+            entry = self._live(encoded)
+            if entry is None:
+                result: bool | None = None
+            elif entry.cas != token:
+                result = False
+            else:
+                self._store(encoded, _Entry(data, flags, expires_at))
+                result = True
+        return True if noreply else result
 
     def incr(self, key: str | bytes, value: int, noreply: bool | None = False) -> int | None:
         """Add ``value`` to a decimal value, wrapping at 2**64; None if ``key`` is missing."""
@@ -226,6 +273,8 @@ class LocalClient:
         """Insert as most recently used, then evict down to the limits. Caller holds the lock."""
         if encoded in self._items:
             self._remove(encoded)
+        self._cas_counter += 1
+        entry.cas = self._cas_counter
         self._items[encoded] = entry
         self._bytes += len(encoded) + len(entry.data)
         while len(self._items) > 1 and (
@@ -268,6 +317,20 @@ class LocalClient:
                 text = text.ljust(len(entry.data))
             self._store(encoded, _Entry(text, entry.flags, entry.expires_at))
         return None if noreply else result
+
+
+def _check_cas(key: str | bytes, cas: object) -> int:
+    """The cas token as a number; pymemcache accepts int, str or bytes of digits."""
+    text = cas.decode("ascii", "replace") if isinstance(cas, bytes) else cas
+    if isinstance(text, int) and not isinstance(text, bool) and text >= 0:
+        return text
+    if isinstance(text, str) and text.isdigit():
+        return int(text)
+    msg = (
+        f"cas of memcache key {key!r} with the token {cas!r}: a cas token is the digits gets() "
+        "returned (int, str or bytes); pass the token from gets() unchanged"
+    )
+    raise CommandError(msg)
 
 
 def _parse_counter(data: bytes) -> int | None:

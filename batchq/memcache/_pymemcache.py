@@ -32,6 +32,7 @@ __all__ = [
     "is_legacy_pickle",
     "compressed_inner",
     "connection_lock",
+    "pipelined_add",
     "retry_call",
     "route_lock",
     "route_table",
@@ -58,6 +59,9 @@ INTERNALS: Final = (
     ("Client", "server"),
     ("Client", "key_prefix"),
     ("Client", "serde"),
+    ("Client", "_store_cmd"),
+    ("PooledClient", "client_pool"),
+    ("PooledClient", "client_pool.get_and_release"),
     ("LegacyWrappingSerde", "_default_deserialize"),
     ("CompressedSerde", "_serde"),
 )
@@ -188,6 +192,30 @@ def route_table(hc: HashClient) -> tuple[tuple[Any, ...], Callable[[Any], Any], 
 
 def dead_timeout(hc: HashClient) -> Any:
     return hc.dead_timeout
+
+
+def pipelined_add(client: Any) -> Callable[[dict[bytes, bytes], int], dict[bytes, Any]] | None:
+    """A function that sends one ``add`` per value in one write and reads the replies in order
+    (what ``set_many`` does for ``set``), returning ``{key: stored}``; None for a client that
+    cannot (then each add is sent alone). pymemcache has no public ``add_many``: this is
+    ``Client._store_cmd``, on a pooled connection for a ``PooledClient``."""
+    _, inner = unwrap_retrying(client)  # RetryingClient forwards any name, so ask what it wraps
+    if isinstance(inner, PooledClient):
+        pool = inner.client_pool
+
+        def add_pooled(values: dict[bytes, bytes], ttl: int) -> dict[bytes, Any]:
+            with pool.get_and_release(destroy_on_fail=True) as conn:
+                return conn._store_cmd(b"add", values, ttl, False)  # type: ignore[no-any-return]
+
+        return add_pooled
+    store = getattr(inner, "_store_cmd", None)
+    if not callable(store):
+        return None
+
+    def add(values: dict[bytes, bytes], ttl: int) -> dict[bytes, Any]:
+        return store(b"add", values, ttl, False)  # type: ignore[no-any-return]
+
+    return add
 
 
 def server_name(client: Any) -> str:

@@ -49,7 +49,11 @@ class _Node:
         self.lock = _pymemcache.connection_lock(client) if client is not None else None
 
     def _call(self, op: str, *args: Any) -> Any:
-        func = getattr(self.client, op)
+        return self._run(op, getattr(self.client, op), *args)
+
+    def _run(self, op: str, func: Callable[..., Any], *args: Any) -> Any:
+        """``func(*args)`` on this server, as the client command ``op`` (its locks, HashClient's
+        failure bookkeeping, RetryingClient's rules)."""
         lock = self.lock
         if lock is not None:
             unlocked = func
@@ -89,6 +93,17 @@ class _Node:
 
     def delete_many(self, keys: list[bytes]) -> None:
         self._call("delete_many", keys, False)
+
+    def add_many(self, values: dict[bytes, bytes], ttl: int) -> dict[bytes, bool]:
+        """``add`` each value (atomic per key on the server); which were stored. One write for
+        all where the client can pipeline them, else one command per key."""
+        pipelined = _pymemcache.pipelined_add(self.client)
+        if pipelined is None:
+            return {
+                raw: bool(self._call("add", raw, data, ttl, False)) for raw, data in values.items()
+            }
+        stored = self._run("add", pipelined, values, ttl)
+        return {raw: bool(stored.get(raw)) for raw in values}
 
 
 class _NoServer(_Node):

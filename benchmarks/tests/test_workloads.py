@@ -12,7 +12,14 @@ from benchmarks._harness import REGISTRY, BenchEnv, run_workload
 cli.discover()
 
 # The deep ones cost seconds in asynq and are the same code as depth-125.
-CHEAP = ["get-and-set-3000", "fanout-10000", "chain-1000", "depth-125", "latency-page-1ms"]
+CHEAP = [
+    "get-and-set-3000",
+    "fanout-10000",
+    "chain-1000",
+    "depth-125",
+    "latency-page-1ms",
+    "herd-warm-local",
+]
 
 
 @pytest.mark.parametrize("name", CHEAP)

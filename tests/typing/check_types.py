@@ -67,3 +67,22 @@ def check_errors() -> None:
     gen_fn("not an int")  # type: ignore[arg-type]
     gen_fn.asynq(1, label=2)  # type: ignore[arg-type]
     Model().method.asynq(3)  # type: ignore[arg-type]
+
+
+# -- cached functions under load (issue 13) --------------------------------------------------------
+
+from batchq.memcache import Cache  # noqa: E402
+
+_cache = Cache()
+
+
+@_cache.cached(ttl=5, herd=True, stale_ttl=10, none_ttl=1, local_ttl=0.5, local_max=100)
+def cached_label(x: int) -> str:
+    return str(x)
+
+
+assert_type(cached_label(1), str)
+assert_type(cached_label.asynq(1), AsyncTask[str])
+assert_type(cached_label.invalidate(1), bool)
+assert_type(_cache.invalidate("k"), bool)
+assert_type(_cache.invalidate_many(["k"]), bool)

@@ -21,6 +21,8 @@ from ._core._errors import DependencyCycleError as DependencyCycleError
 from ._core._errors import FetchResultError as FetchResultError
 from ._core._errors import FutureIsAlreadyComputed as FutureIsAlreadyComputed
 from ._core._errors import SyncCallInAsyncError as SyncCallInAsyncError
+from ._core._errors import UnyieldedTaskError as UnyieldedTaskError
+from ._core._errors import UnyieldedTaskWarning as UnyieldedTaskWarning
 from ._core._errors import UsageError as UsageError
 from ._core._errors import YieldTypeError as YieldTypeError
 from ._core._futures import ConstFuture as ConstFuture
@@ -119,6 +121,8 @@ __all__ = [
     "FetchResultError",
     "SyncCallInAsyncError",
     "UsageError",
+    "UnyieldedTaskError",
+    "UnyieldedTaskWarning",
     "YieldInNonAsyncContextError",
     "AsyncTaskError",
     "AsyncTaskCancelledError",

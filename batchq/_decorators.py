@@ -11,16 +11,19 @@ from __future__ import annotations
 import functools
 import inspect
 import linecache
+import os
 import sys
 from collections.abc import Callable, Coroutine, Generator
 from inspect import CO_VARARGS, CO_VARKEYWORDS
 from types import FunctionType, MethodType
 from typing import Any, ClassVar, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
-from ._core._errors import AsyncTaskResult
-from ._core._futures import NOT_COMPUTED
+from ._core._errors import AsyncTaskResult, YieldTypeError
+from ._core._format import fn_name
+from ._core._futures import NOT_COMPUTED, FutureBase
 from ._core._loop import run_sync
 from ._core._task import AsyncTask
+from ._core._unyielded import new_checked_task
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -41,7 +44,27 @@ P2 = ParamSpec("P2")
 T = TypeVar("T")
 S = TypeVar("S")
 
-_new_task = object.__new__
+# The globals of every generated task maker. ``_bq_new`` makes the task object: object.__new__,
+# or, while unyielded tasks are reported, a maker of tasks that report it (see set_checked_tasks).
+_MAKER_GLOBALS: dict[str, Any] = {"_bq_new": object.__new__}
+
+
+def set_checked_tasks(enabled: bool) -> bool:
+    """Make every ``f.asynq(...)`` build tasks that warn when dropped unyielded; returns the
+    previous setting. Process-wide: task makers are shared by every thread."""
+    previous = _MAKER_GLOBALS["_bq_new"] is new_checked_task
+    _MAKER_GLOBALS["_bq_new"] = new_checked_task if enabled else object.__new__
+    return previous
+
+
+def checked_tasks() -> bool:
+    return _MAKER_GLOBALS["_bq_new"] is new_checked_task
+
+
+# On where mistakes are made: Python's development mode (-X dev) or BATCHQ_DEBUG=1. The pytest
+# plugin switches it on for test sessions.
+if sys.flags.dev_mode or os.environ.get("BATCHQ_DEBUG", "") not in ("", "0"):
+    set_checked_tasks(True)
 _WRAPPER_ASSIGNMENTS = ("__module__", "__name__", "__qualname__", "__doc__")
 
 
@@ -49,7 +72,16 @@ def _call_plain(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Generator[Any, Any, Any]:
     """Run a plain (non-generator) function as a task that never yields."""
-    return fn(*args, **kwargs)
+    value = fn(*args, **kwargs)
+    if isinstance(value, FutureBase):
+        msg = (
+            f"{fn_name(fn)}() is a plain (non-generator) async function and returned {value!r}, "
+            "a future, as its value: did you forget to yield it? Write "
+            "`return (yield g.asynq(...))`, which makes it a generator, or decorate it with "
+            "@async_proxy() if returning a future is what you mean."
+        )
+        raise YieldTypeError(msg)
+    return value
     yield  # makes this a generator  # pragma: no cover
 
 
@@ -243,7 +275,7 @@ class _GeneratorAsyncFunction(AsyncFunction[P, T]):
 
 # Every generated ``asynq``: AsyncTask.__init__ inlined, the arguments passed as received.
 _FACTORY_TEMPLATE = """\
-def _bq_make(_bq_fn, _bq_new, _bq_cls, _bq_nc{defaults}):
+def _bq_make(_bq_fn, _bq_cls, _bq_nc{defaults}):
     def asynq(_bq_self, {params}):
         _bq_task = _bq_new(_bq_cls)
         _bq_task._value = _bq_nc
@@ -324,10 +356,9 @@ def _packed_task_factory(fn: Callable[..., Any]) -> Callable[..., AsyncTask[Any]
 def _compiled_maker(source: str) -> Callable[..., Callable[..., AsyncTask[Any]]]:
     """Compile a factory source once: functions with the same parameters share it (compiling
     costs about 70 µs, which every decorated function would otherwise add to import time)."""
-    namespace: dict[str, Any] = {}
     # Safe: the source holds only identifiers read from a function's own code object.
-    exec(source, namespace)
-    maker: Callable[..., Callable[..., AsyncTask[Any]]] = namespace["_bq_make"]
+    exec(source, _MAKER_GLOBALS)
+    maker: Callable[..., Callable[..., AsyncTask[Any]]] = _MAKER_GLOBALS.pop("_bq_make")
     return maker
 
 
@@ -346,7 +377,7 @@ def _build_factory(
         call=", ".join(call),
     )
     factory: Callable[..., AsyncTask[Any]] = _compiled_maker(source)(
-        fn, _new_task, AsyncTask, NOT_COMPUTED, *env.values()
+        fn, AsyncTask, NOT_COMPUTED, *env.values()
     )
     # Its own code name and file, so that profilers keep each function's task maker on its own
     # row and tracebacks and inspect.getsource show the generated code (registered in linecache).

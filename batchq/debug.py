@@ -7,6 +7,9 @@
   https://ui.perfetto.dev or chrome://tracing): one row per source, one slice per flush.
 - :func:`strict` / :func:`set_strict`: a synchronous call of a batchq function inside a running
   task (which splits batches) raises :class:`batchq.SyncCallInAsyncError` instead of being counted.
+- :func:`warn_unyielded`: a task made by ``f.asynq(...)`` and dropped without being yielded (a
+  forgotten ``yield``) warns, naming the call and where it was made; in strict mode it fails the
+  run. On by default under pytest, in ``python -X dev`` and with ``BATCHQ_DEBUG=1``.
 
 An error that escapes a run already carries, as a note, the chain of async calls it went through.
 """
@@ -31,6 +34,7 @@ from ._core._instruments import strict_mode as _strict
 from ._core._loop import Scheduler
 from ._core._runtime import get_active_task
 from ._core._task import AsyncTask
+from ._decorators import set_checked_tasks
 
 __all__ = [
     "format_async_stack",
@@ -40,6 +44,7 @@ __all__ = [
     "strict",
     "set_strict",
     "reset_strict",
+    "warn_unyielded",
 ]
 
 
@@ -137,6 +142,24 @@ def strict(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         _strict.reset(token)
+
+
+def warn_unyielded(enabled: bool = True) -> bool:
+    """Report tasks made by ``f.asynq(...)`` that are dropped without being yielded or run.
+
+    Each such task warns (``batchq.UnyieldedTaskWarning``, naming the call and the line that made
+    it); in strict mode the run it was dropped in also fails with ``batchq.UnyieldedTaskError``.
+    It costs about 85 ns per task, so it is off in production unless asked for, and on under
+    pytest (batchq's plugin), in ``python -X dev`` and with ``BATCHQ_DEBUG=1``. Process-wide;
+    returns the previous setting.
+    """
+    if not isinstance(enabled, bool):
+        msg = (
+            f"warn_unyielded() takes True or False, got {enabled!r} of type "
+            f"{type(enabled).__name__}"
+        )
+        raise TypeError(msg)
+    return set_checked_tasks(enabled)
 
 
 # -- the trace recorder ---------------------------------------------------------------------------

@@ -11,6 +11,10 @@ import batchq
 from batchq import AsyncTask, asynq
 from batchq._decorators import _packed_task_factory
 
+# Many tests here build tasks to inspect them (their arguments, their makers) without running
+# them: dropping them unyielded is the point, not a forgotten yield.
+pytestmark = pytest.mark.filterwarnings("ignore::batchq.UnyieldedTaskWarning")
+
 
 class Model:
     def __init__(self, base: int) -> None:

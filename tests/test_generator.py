@@ -76,9 +76,10 @@ def test_take_first() -> None:
 
 def test_must_compute_previous_value_first() -> None:
     gen = lengths()
-    next(gen)
+    first = next(gen)
     with pytest.raises(RuntimeError, match="not computed yet"):
         next(gen)
+    assert first.value() == 0
 
 
 def test_futures_then_end_of_generator_then_stop() -> None:

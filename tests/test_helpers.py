@@ -178,6 +178,7 @@ def test_async_proxy_returns_the_future() -> None:
 
     task = proxied.asynq(1)
     assert isinstance(task, batchq.AsyncTask)
+    assert task.value() == 4
     assert proxied(1) == 4
     assert has_async_fn(proxied)
     assert not is_pure_async_fn(proxied)

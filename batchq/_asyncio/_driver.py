@@ -28,7 +28,13 @@ from .._core._futures import NOT_COMPUTED, FutureBase
 from .._core._graph import reachable_tasks, wake
 from .._core._instruments import Instrument, set_installed, strict_mode
 from .._core._instruments import installed_instruments as _installed
-from .._core._loop import FLUSH, Scheduler, note_close_errors, with_task_traceback
+from .._core._loop import (
+    FLUSH,
+    Scheduler,
+    note_close_errors,
+    unyielded_error,
+    with_task_traceback,
+)
 from .._core._runtime import Run, set_current
 from .._core._task import AsyncTask
 from ._work import AsyncioFuture, outcome, report, run_one, running_driver
@@ -271,7 +277,9 @@ class Driver:
     def _run_done(self, run: Run) -> None:
         """The scheduler ended ``run``: answer its caller."""
         call = self.calls.pop(run, None)
-        if call is not None and run.root is not None:
+        if call is not None and run.forgotten and not call.future.done():
+            call.future.set_exception(unyielded_error(run.forgotten))
+        elif call is not None and run.root is not None:
             _deliver(call, run.root)
         run.end()
         if self.tuned:

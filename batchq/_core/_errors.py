@@ -16,6 +16,8 @@ __all__ = [
     "AsyncTaskResult",
     "AsyncTaskError",
     "UsageError",
+    "UnyieldedTaskError",
+    "UnyieldedTaskWarning",
 ]
 
 
@@ -57,6 +59,15 @@ class SyncCallInAsyncError(BatchqError, RuntimeError):
 
 class UsageError(BatchqError, TypeError, AssertionError):
     """A call batchq refuses where asynq asserted: ``except AssertionError`` still catches it."""
+
+
+class UnyieldedTaskError(BatchqError, RuntimeError):
+    """Strict mode: a task made by ``f.asynq(...)`` was dropped without being yielded or run."""
+
+
+class UnyieldedTaskWarning(RuntimeWarning):
+    """A task made by ``f.asynq(...)`` was dropped without being yielded or run: almost always a
+    forgotten ``yield`` (like asyncio's "coroutine ... was never awaited")."""
 
 
 class AsyncTaskError(BatchqError):

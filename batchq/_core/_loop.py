@@ -42,6 +42,7 @@ from ._errors import (
     DeadlockError,
     DependencyCycleError,
     SyncCallInAsyncError,
+    UnyieldedTaskError,
     YieldTypeError,
 )
 from ._format import note_async_chain
@@ -76,6 +77,7 @@ __all__ = [
     "run_future",
     "run_sync",
     "note_close_errors",
+    "unyielded_error",
     "with_task_traceback",
 ]
 
@@ -277,6 +279,8 @@ class Scheduler:
             # Also when interrupted: an instrument sees every run end, counted up to the abort.
             for inst in insts:
                 inst.run_finished(self, self.last_run)
+        if run.forgotten and self.parent_run is None:
+            raise unyielded_error(run.forgotten)
 
     def _start_root(self, root: FutureBase[Any]) -> None:
         if isinstance(root, AsyncTask):
@@ -345,7 +349,7 @@ class Scheduler:
                             err = e
                     else:
                         value = None
-                        if type(dep) is task_cls:
+                        if isinstance(dep, task_cls):
                             err = with_task_traceback(err, dep)
                 while True:
                     try:
@@ -411,7 +415,7 @@ class Scheduler:
                         else:
                             value = y._value
                             err = y._error
-                            if err is not None and type(y) is task_cls:
+                            if err is not None and isinstance(y, task_cls):
                                 err = with_task_traceback(err, y)
                             continue
                     elif isinstance(y, future_cls):
@@ -705,6 +709,12 @@ class Scheduler:
 # -- helpers used by the loop (kept out of it so the hot path stays small) ------------------------
 
 
+def unyielded_error(forgotten: list[str]) -> UnyieldedTaskError:
+    """Strict mode: the run dropped tasks it never yielded (see ``_unyielded``)."""
+    more = f" (and {len(forgotten) - 1} more)" if len(forgotten) > 1 else ""
+    return UnyieldedTaskError(f"strict mode: {forgotten[0]}{more}")
+
+
 def note_close_errors(interrupt_: BaseException, failed: list[BaseException]) -> None:
     """Attach to an interrupt what generators raised while its run was closed (3.11+)."""
     if failed and hasattr(interrupt_, "add_note"):
@@ -749,7 +759,7 @@ def _unwrap(obj: Any) -> Any:
     if isinstance(obj, FutureBase):
         err = obj._error
         if err is not None:
-            if type(obj) is AsyncTask:
+            if isinstance(obj, AsyncTask):
                 err = with_task_traceback(err, obj)
             raise err
         value = obj._value

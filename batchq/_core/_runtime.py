@@ -40,7 +40,7 @@ __all__ = [
 class Run:
     """One synchronous call or one asyncio request: its root and its per-run memory."""
 
-    __slots__ = ("root", "state", "flush_round", "_shared", "__weakref__")
+    __slots__ = ("root", "state", "flush_round", "_shared", "forgotten", "__weakref__")
 
     def __init__(self, root: FutureBase[Any] | None = None, parent: Run | None = None) -> None:
         self.root = root
@@ -48,6 +48,8 @@ class Run:
         # synchronous run (f(x) inside a task) is part of its caller's request: it shares it.
         self.state: dict[object, Any] = parent.state if parent is not None else {}
         self._shared = parent is not None
+        # Strict mode: tasks of this run dropped without being yielded (see _unyielded).
+        self.forgotten: list[str] = parent.forgotten if parent is not None else []
         # Set when the root finished while requests were still pending: the run ends after the
         # round with this index has flushed them (writes nobody waited on included).
         self.flush_round = -1

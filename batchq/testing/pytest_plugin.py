@@ -1,5 +1,9 @@
 """batchq's pytest plugin, loaded through the ``pytest11`` entry point when batchq is installed.
 
+While a test session runs, a task made by ``f.asynq(...)`` and dropped without being yielded
+warns (``batchq.UnyieldedTaskWarning``; an error under ``-W error``). Set
+``batchq_warn_unyielded = false`` in the ini file to turn it off.
+
 Fixtures:
 
 - ``memcached_server`` (session): a real memcached of our own on a free 127.0.0.1 port, stopped
@@ -21,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from .._decorators import set_checked_tasks
 from ._rounds import RoundCounter, count_rounds
 from ._server import MemcachedServer, _missing_message, find_memcached
 
@@ -32,9 +37,22 @@ _CLIENT_TIMEOUT_SECONDS = 10.0
 _MARKER = "memcached: needs a real memcached server (batchq's memcached_server fixture starts one)"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "batchq_warn_unyielded",
+        "warn when a task made by f.asynq(...) is dropped without being yielded (default: true)",
+        type="bool",
+        default=True,
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the ``memcached`` marker (no PytestUnknownMarkWarning under --strict-markers)."""
+    """Register the ``memcached`` marker (no PytestUnknownMarkWarning under --strict-markers),
+    and report forgotten yields in the test session (``batchq_warn_unyielded = false`` in the
+    ini file turns that off)."""
     config.addinivalue_line("markers", _MARKER)
+    if config.getini("batchq_warn_unyielded"):
+        set_checked_tasks(True)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,77 @@
+"""Tasks that report being dropped without ever being yielded: the forgotten ``yield``.
+
+``value = f.asynq(x)`` without ``yield`` makes a task nobody runs; the call silently does nothing
+and ``value`` is a task, not a value. asyncio reports the same mistake ("coroutine ... was never
+awaited") from C at no cost. Here a report needs a finalizer on every task, about 85 ns a task,
+so it is switched on where mistakes are made rather than in production: under pytest (batchq's
+plugin), in Python's development mode (``-X dev``), with ``BATCHQ_DEBUG=1``, or by
+``batchq.debug.warn_unyielded()``. Then task makers build :class:`CheckedTask` instead of
+:class:`AsyncTask`; nothing else changes.
+
+A dropped task warns (:class:`UnyieldedTaskWarning`, naming the call and where it was made); in
+strict mode it also fails the run it was dropped in (:class:`UnyieldedTaskError`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from typing import Any
+
+from ._errors import UnyieldedTaskWarning
+from ._instruments import strict_mode
+from ._runtime import current_run
+from ._task import AsyncTask
+
+__all__ = ["CheckedTask", "new_checked_task"]
+
+
+class CheckedTask(AsyncTask[Any]):
+    """An :class:`AsyncTask` that reports, when it is freed, that it never ran."""
+
+    __slots__ = ("_origin",)
+
+    _origin: str
+
+    def __del__(self) -> None:
+        try:
+            if self._sched is not None or self._gen is None:
+                return  # it ran (or was closed): the common case costs these two checks
+        except AttributeError:
+            return  # never finished building: the maker's call raised (bad arguments)
+        try:
+            message = (
+                f"{self.call_str()} was made by .asynq() at {self._origin} but never yielded or "
+                "run, so it did nothing: did you forget to yield it? Write "
+                "`value = yield f.asynq(...)`."
+            )
+            gen = self._gen
+            self._gen = None
+            gen.close()
+            run = current_run()
+            if run is not None and strict_mode.get():
+                run.forgotten.append(message)
+        except Exception:  # describing the task failed: report it plainly
+            message = f"a task made by .asynq() at {self._origin} was never yielded or run"
+        # Outside the try: under `-W error` the warning is raised here, and Python reports it as
+        # an exception ignored in __del__ (pytest turns that into a failure), as asyncio does for
+        # a coroutine never awaited.
+        warnings.warn(message, UnyieldedTaskWarning, stacklevel=2)
+
+
+def new_checked_task(cls: type[Any]) -> Any:
+    """Stands in for ``object.__new__`` in task makers while reporting is on."""
+    if cls is not AsyncTask:
+        return object.__new__(cls)  # a custom task class (asynq(cls=...)): not checked
+    task: CheckedTask = object.__new__(CheckedTask)
+    # The caller of f.asynq(...): the first frame outside batchq (bound methods, helpers and
+    # proxies add frames of their own between it and the generated maker).
+    frame = sys._getframe(2)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    task._origin = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+    return task
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep

@@ -24,7 +24,7 @@ from batchq._core._loop import get_scheduler, run_sync
 from batchq._core._runtime import current_scheduler, run_of
 from batchq._core._task import AsyncTask
 
-from . import _pymemcache
+from . import _pylibmc, _pymemcache
 from ._batch import CacheBatch, GetItem, WriteItem, _Hit, _Write, settle
 from ._cached import _CacheDecorator
 from ._envelope import check_client_serdes, decode_reads, pack, unpack
@@ -129,10 +129,12 @@ class Cache:
         if on_error not in _ON_ERROR:
             msg = f"on_error must be 'miss' or 'raise', got {on_error!r}"
             raise ValueError(msg)
+        _pylibmc.check_client(client)  # a plain pylibmc.Client would unpickle what it reads
         if not callable(getattr(client, "get_many", None)):
             msg = (
                 f"Cache(client) takes a pymemcache client (Client, PooledClient, HashClient, "
-                f"RetryingClient) or batchq.memcache.LocalClient(), got {client!r}"
+                f"RetryingClient), batchq.memcache.pylibmc_client(...) or "
+                f"batchq.memcache.LocalClient(), got {client!r}"
             )
             raise TypeError(msg)
         if isinstance(key_prefix, str):

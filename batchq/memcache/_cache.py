@@ -99,9 +99,10 @@ class Cache:
     """memcached (or a :class:`LocalClient`) behind batchq's rounds.
 
     ``client`` is any pymemcache client (``Client``, ``PooledClient``, ``HashClient``,
-    ``RetryingClient``) or a :class:`LocalClient` (the default: in process). ``on_error`` says
-    what a server fault does: ``"miss"`` (default) logs it, counts it, and makes that server's
-    reads misses and its writes return False; ``"raise"`` gives every waiting request a
+    ``RetryingClient``), a pylibmc client from :func:`pylibmc_client`, or a :class:`LocalClient`
+    (the default: in process). ``on_error`` says what a server fault does: ``"miss"``
+    (default) logs it, counts it, and makes that server's reads misses and its writes return
+    False; ``"raise"`` gives every waiting request a
     :class:`ServerError` naming the server. ``serde`` serializes values (default
     :class:`JsonSerde`, which never unpickles).
     """

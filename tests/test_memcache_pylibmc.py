@@ -32,6 +32,7 @@ from batchq.memcache import (
     Cache,
     DeserializationError,
     InvalidKeyError,
+    LocalClient,
     PickleSerde,
     ServerError,
     _pylibmc,
@@ -39,9 +40,21 @@ from batchq.memcache import (
 )
 from batchq.testing import MemcachedServer
 
-pylibmc = pytest.importorskip("pylibmc", reason=f"pylibmc is not installed: {_pylibmc.INSTALL}")
+try:
+    import pylibmc
+except ImportError:
+    pylibmc = None
 
-pytestmark = [pytest.mark.memcached, needs_memcached]
+needs_pylibmc = pytest.mark.skipif(
+    pylibmc is None, reason=f"pylibmc is not installed: {_pylibmc.INSTALL}"
+)
+
+
+def real(test: Any) -> Any:
+    """A test against real memcached through pylibmc: skipped, saying why, without either."""
+    return pytest.mark.memcached(needs_memcached(needs_pylibmc(test)))
+
+
 __all__ = ["close_clients", "server1", "servers3"]  # fixtures, imported for pytest
 
 
@@ -69,6 +82,7 @@ class _RunsCode:
         return (Path.touch, (self.path,))
 
 
+@real
 def test_the_depth_four_page_costs_four_get_many(server1: MemcachedServer) -> None:
     counting = Counting(client_of(server1))
     cache = Cache(counting)
@@ -81,6 +95,7 @@ def test_the_depth_four_page_costs_four_get_many(server1: MemcachedServer) -> No
     assert stats.hits == len(data)  # every key of the page read once, each one a hit
 
 
+@real
 def test_values_read_back_with_their_types(server1: MemcachedServer) -> None:
     cache = Cache(client_of(server1))
     values: dict[str, Any] = {
@@ -101,6 +116,7 @@ def test_values_read_back_with_their_types(server1: MemcachedServer) -> None:
     assert Cache(client_of(server1)).get("s") == values["s"]
 
 
+@real
 def test_a_planted_pickle_is_never_unpickled(server1: MemcachedServer, tmp_path: Path) -> None:
     marker = tmp_path / "code-ran"
     payload = pickle.dumps(_RunsCode(marker), pickle.HIGHEST_PROTOCOL)  # what pylibmc stores
@@ -126,6 +142,7 @@ def test_a_planted_pickle_is_never_unpickled(server1: MemcachedServer, tmp_path:
     assert not marker.exists()
 
 
+@real
 def test_a_plain_pylibmc_client_is_refused(server1: MemcachedServer) -> None:
     with pytest.raises(TypeError, match=r"unpickles.*pylibmc_client\(servers"):
         Cache(raw_client(server1))
@@ -138,6 +155,7 @@ def test_a_plain_pylibmc_client_is_refused(server1: MemcachedServer) -> None:
         Cache(Custom([f"{server1.address[0]}:{server1.address[1]}"], binary=True))
 
 
+@real
 def test_the_client_stores_bytes_only(server1: MemcachedServer) -> None:
     client = client_of(server1)
     with pytest.raises(TypeError, match=r"bytes only, got dict .*Cache"):
@@ -146,6 +164,7 @@ def test_the_client_stores_bytes_only(server1: MemcachedServer) -> None:
     assert client.get_many([b"k", b"missing"]) == {b"k": b"v"}
 
 
+@real
 def test_bad_keys_never_reach_the_server(server1: MemcachedServer) -> None:
     counting = Counting(client_of(server1))
     cache = Cache(counting)
@@ -160,6 +179,7 @@ def test_bad_keys_never_reach_the_server(server1: MemcachedServer) -> None:
     assert sent == [b"keep"]
 
 
+@real
 def test_a_killed_server_means_misses_then_recovery(server1: MemcachedServer) -> None:
     client = track(
         pylibmc_client([f"127.0.0.1:{server1.port}"], timeout=0.5, behaviors={"retry_timeout": 1})
@@ -182,6 +202,7 @@ def test_a_killed_server_means_misses_then_recovery(server1: MemcachedServer) ->
     assert cache.get("k") == 3
 
 
+@real
 def test_on_error_raise_names_the_dead_server(server1: MemcachedServer) -> None:
     cache = Cache(client_of(server1, timeout=0.5), on_error="raise")
     cache.set("k", 1)
@@ -203,6 +224,7 @@ def silent_server() -> Iterator[str]:
     listener.close()
 
 
+@real
 def test_a_silent_server_times_out_into_misses(silent_server: str) -> None:
     cache = Cache(track(pylibmc_client([silent_server], timeout=0.3)))
     started = time.monotonic()
@@ -218,6 +240,7 @@ def test_a_silent_server_times_out_into_misses(silent_server: str) -> None:
     assert (stats.errors, stats.write_failures, stats.misses) == (1, 1, 2)
 
 
+@real
 def test_with_several_servers_one_multi_get_and_one_dead_server_fails_the_round(
     servers3: list[MemcachedServer],
 ) -> None:
@@ -236,6 +259,7 @@ def test_with_several_servers_one_multi_get_and_one_dead_server_fails_the_round(
     assert cache.stats().errors == len(data)
 
 
+@real
 def test_threads_share_one_client(server1: MemcachedServer) -> None:
     cache = Cache(client_of(server1))
     cache.set_many({f"t{i}": i for i in range(50)})
@@ -258,6 +282,7 @@ def test_threads_share_one_client(server1: MemcachedServer) -> None:
     assert errors == []
 
 
+@real
 def test_page_through_batchq_run_in_asyncio(server1: MemcachedServer) -> None:
     cache = Cache(client_of(server1))
     data = page_data()
@@ -266,6 +291,7 @@ def test_page_through_batchq_run_in_asyncio(server1: MemcachedServer) -> None:
     assert asyncio.run(page.asyncio()) == expected_page(data)
 
 
+@real
 def test_no_module_but_one_imports_pylibmc() -> None:
     root = Path(batchq.__file__).parent
     importers = set()
@@ -281,3 +307,22 @@ def test_no_module_but_one_imports_pylibmc() -> None:
             if any(n.split(".")[0] in ("pylibmc", "_pylibmc") for n in names):
                 importers.add(path.relative_to(root).as_posix())
     assert importers == {"memcache/_pylibmc.py"}
+
+
+def test_without_pylibmc_the_client_and_the_skip_name_the_install_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_pylibmc, "pylibmc", None)
+    monkeypatch.setattr(_pylibmc, "_client_class", None)
+    assert not _pylibmc.available()
+    with pytest.raises(ImportError, match=r"pip install 'batchq\[pylibmc\]'.*libmemcached-dev"):
+        pylibmc_client(["127.0.0.1:11211"])
+    assert "pip install 'batchq[pylibmc]'" in needs_pylibmc.kwargs["reason"]
+    Cache(LocalClient())  # every other client still works
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(TypeError, match=r"list of servers, got the single '127.0.0.1:1'"):
+        pylibmc_client("127.0.0.1:1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds, got 0"):
+        pylibmc_client(["127.0.0.1:1"], timeout=0)

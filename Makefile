@@ -16,9 +16,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml setup.py
 	$(BIN)/pip install -q -e '.[test,bench]' --config-settings editable_mode=compat
 	touch $@
 
-# The optional pylibmc client, so that its tests run against real memcached: it compiles against
-# libmemcached-dev, which ensure-memcached.sh installs first. Once per venv; if it cannot build
-# here, its tests skip and say how to install it.
+# The optional pylibmc client, so that its tests run against real memcached. pip takes pylibmc's
+# wheel where there is one (Linux x86_64; it bundles libmemcached) and else compiles it against
+# libmemcached-dev, which ensure-memcached.sh installs first. Once per venv; if it cannot be
+# installed here, its tests skip and say how to install it.
 $(VENV)/.pylibmc: $(VENV)/.installed
 	bash scripts/ensure-memcached.sh
 	if $(BIN)/pip install -q -e '.[test,bench,pylibmc]' --config-settings editable_mode=compat; \

@@ -231,13 +231,15 @@ def test_a_silent_server_times_out_into_misses(silent_server: str) -> None:
     assert cache.get("k") is None
     assert time.monotonic() - started < 5  # the client's timeout, not a hang
     # libmemcached reports no error for the multi-get that timed out (docs/memcache.md says
-    # so): that read is a plain miss. It marks the server failed, so the next calls fail fast
-    # and count as the server's errors.
+    # so): that read is a plain miss. It marks the server failed; a write to it then fails and
+    # is counted. (The next read is counted as an error with the libmemcached 1.0 that pylibmc's
+    # wheel bundles, and is another silent miss with Debian's 1.1: both are seen here.)
     assert cache.stats().errors == 0
     assert cache.get("k") is None
     assert cache.set("k", 1) is False
     stats = cache.stats()
-    assert (stats.errors, stats.write_failures, stats.misses) == (1, 1, 2)
+    assert (stats.write_failures, stats.misses) == (1, 2)
+    assert stats.errors in (0, 1)
 
 
 @real

@@ -114,8 +114,8 @@ def pylibmc_client(
 
     ``servers`` as pylibmc takes them (``["127.0.0.1:11211", ...]``). ``binary``: memcached's
     binary protocol, the default because with it libmemcached reports a server that failed during
-    a multi-get; over the text protocol that read silently returns fewer values (measured here,
-    libmemcached 1.1). ``connect_timeout`` and
+    a multi-get; over the text protocol that read silently returns fewer values (measured with
+    the libmemcached 1.0 of pylibmc's wheel). ``connect_timeout`` and
     ``timeout`` (each read or write) in seconds, like pymemcache's; ``behaviors`` are passed to
     libmemcached after them, and win. ImportError naming the install command without pylibmc.
     """

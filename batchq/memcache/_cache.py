@@ -102,9 +102,8 @@ class Cache:
     ``RetryingClient``), a pylibmc client from :func:`pylibmc_client`, or a :class:`LocalClient`
     (the default: in process). ``on_error`` says what a server fault does: ``"miss"``
     (default) logs it, counts it, and makes that server's reads misses and its writes return
-    False; ``"raise"`` gives every waiting request a
-    :class:`ServerError` naming the server. ``serde`` serializes values (default
-    :class:`JsonSerde`, which never unpickles).
+    False; ``"raise"`` gives every waiting request a :class:`ServerError` naming the server.
+    ``serde`` serializes values (default :class:`JsonSerde`, which never unpickles).
     """
 
     def __init__(

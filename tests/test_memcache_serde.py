@@ -6,6 +6,7 @@ import collections
 import datetime
 import decimal
 import enum
+import json
 import math
 import pickle
 from typing import Any
@@ -23,6 +24,7 @@ from batchq.memcache import (
     ValueTooLargeError,
     check_value_size,
 )
+from batchq.memcache._envelope import MAGIC, decode_reads, unpack
 from batchq.memcache._serde import FLAG_BYTES, FLAG_INT, FLAG_JSON, FLAG_PICKLE, FLAG_TEXT
 
 json_serde = JsonSerde()
@@ -243,3 +245,124 @@ def test_json_serde_never_returns_unchecked_data(data: bytes, flags: int) -> Non
         return
     assert flags in (FLAG_BYTES, FLAG_TEXT, FLAG_INT, FLAG_JSON)
     assert type(value) in (bytes, str, int, float, bool, type(None), list, dict)
+
+
+# -- the fast path agrees with the full path ------------------------------------------------------
+
+any_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()  # NaN and the infinities too: json writes and reads them
+    | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=30,
+)
+
+
+def _agree(a: Any, b: Any) -> bool:
+    """_same, with NaN equal to NaN."""
+    if type(a) is float and type(b) is float and math.isnan(a) and math.isnan(b):
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_agree(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_agree(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def _outcome(read: Any, *args: Any) -> tuple[str, Any]:
+    try:
+        return "value", read(*args)
+    except DeserializationError as e:
+        return "error", str(e)
+
+
+def _same_outcome(fast: tuple[str, Any], full: tuple[str, Any]) -> bool:
+    return fast[0] == full[0] and (_agree(fast[1], full[1]) if fast[0] == "value" else fast == full)
+
+
+@given(any_json, st.booleans(), st.sampled_from([(",", ":"), (", ", ": ")]))
+def test_the_json_fast_path_reads_what_json_loads_reads(
+    value: Any, ascii_only: bool, separators: tuple[str, str]
+) -> None:
+    data = json.dumps(value, ensure_ascii=ascii_only, separators=separators).encode(
+        "utf-8", errors="surrogatepass"
+    )
+    expected = json.loads(data.decode("utf-8", errors="surrogatepass"))
+    assert _agree(json_serde.deserialize("k", data, FLAG_JSON), expected)
+    assert _agree(json_serde._deserialize_full("k", data, FLAG_JSON), expected)
+
+
+_json_texts = any_json.map(lambda v: json.dumps(v, ensure_ascii=False))
+
+
+@st.composite
+def _malformed(draw: st.DrawFn) -> bytes:
+    """JSON text damaged the ways stored data is: cut, padded, spliced, or not JSON at all."""
+    text = draw(_json_texts)
+    how = draw(st.sampled_from(["cut", "before", "after", "splice", "bom", "raw"]))
+    if how == "cut":
+        text = text[: draw(st.integers(0, max(len(text) - 1, 0)))]
+    elif how == "before":
+        text = draw(st.sampled_from([" ", "\n", "x", "]", "0", "\ud800"])) + text
+    elif how == "after":  # whitespace (valid), then extra data of every kind (invalid)
+        text += draw(st.sampled_from([" ", "\t\n", "}", "1", "x", " []", "\ud800"]))
+    elif how == "splice":
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(st.text(max_size=3)) + text[at:]
+    elif how == "bom":
+        text = "\ufeff" + text
+    else:
+        return draw(st.binary(max_size=40))
+    return text.encode("utf-8", errors="surrogatepass")
+
+
+@given(_malformed() | _json_texts.map(str.encode))
+def test_the_json_fast_path_fails_and_succeeds_exactly_like_the_full_path(data: bytes) -> None:
+    fast = _outcome(json_serde.deserialize, "k", data, FLAG_JSON)
+    full = _outcome(json_serde._deserialize_full, "k", data, FLAG_JSON)
+    assert _same_outcome(fast, full), (fast, full)
+
+
+@given(
+    _malformed() | st.integers().map(lambda i: str(i).encode()),
+    st.sampled_from([FLAG_TEXT, FLAG_INT]),
+)
+def test_the_text_and_int_fast_paths_agree_with_the_full_path(data: bytes, flags: int) -> None:
+    fast = _outcome(json_serde.deserialize, "k", data, flags)
+    full = _outcome(json_serde._deserialize_full, "k", data, flags)
+    assert _same_outcome(fast, full), (fast, full)
+
+
+@given(
+    st.one_of(
+        _malformed(),
+        _json_texts.map(str.encode),
+        st.binary(max_size=20),
+    ),
+    st.sampled_from([FLAG_BYTES, FLAG_TEXT, FLAG_INT, FLAG_JSON, FLAG_PICKLE, 7]),
+    st.sampled_from(["envelope", "short", "foreign"]),
+)
+def test_the_one_lookup_header_settles_like_unpack(data: bytes, flags: int, shape: str) -> None:
+    stored = {
+        "envelope": MAGIC + flags.to_bytes(4, "big") + data,
+        "short": MAGIC + flags.to_bytes(4, "big")[: len(data) % 4],
+        "foreign": data,
+    }[shape]
+
+    class Read:
+        def __init__(self) -> None:
+            self.key = "k"
+            self.hit = False
+            self._value: Any = None
+            self._error: BaseException | None = None
+
+    read = Read()
+    decode_reads(json_serde, [(b"k", read)], {b"k": stored}, 1)  # type: ignore[list-item]
+    expected = _outcome(unpack, json_serde, "k", stored)
+    got = ("error", str(read._error)) if read._error is not None else ("value", read._value)
+    assert read.hit is (got[0] == "value")
+    assert _same_outcome(got, expected), (got, expected)

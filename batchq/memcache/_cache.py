@@ -25,7 +25,7 @@ from batchq._core._loop import get_scheduler
 from batchq._core._runtime import current_scheduler, run_of
 from batchq._core._task import AsyncTask
 
-from . import _herd, _pymemcache, _tier
+from . import _herd, _pylibmc, _pymemcache, _tier
 from ._batch import CacheBatch, GetItem, WriteItem, _Hit, _Write, settle
 from ._cached import _CacheDecorator
 from ._envelope import check_client_serdes, decode_reads, decode_stored, pack, unpack
@@ -82,11 +82,11 @@ class Cache:
     """memcached (or a :class:`LocalClient`) behind batchq's rounds.
 
     ``client`` is any pymemcache client (``Client``, ``PooledClient``, ``HashClient``,
-    ``RetryingClient``) or a :class:`LocalClient` (the default: in process). ``on_error`` says
-    what a server fault does: ``"miss"`` (default) logs it, counts it, and makes that server's
-    reads misses and its writes return False; ``"raise"`` gives every waiting request a
-    :class:`ServerError` naming the server. ``serde`` serializes values (default
-    :class:`JsonSerde`, which never unpickles).
+    ``RetryingClient``), a pylibmc client from :func:`pylibmc_client`, or a :class:`LocalClient`
+    (the default: in process). ``on_error`` says what a server fault does: ``"miss"``
+    (default) logs it, counts it, and makes that server's reads misses and its writes return
+    False; ``"raise"`` gives every waiting request a :class:`ServerError` naming the server.
+    ``serde`` serializes values (default :class:`JsonSerde`, which never unpickles).
     """
 
     def __init__(
@@ -112,10 +112,12 @@ class Cache:
         if on_error not in _ON_ERROR:
             msg = f"on_error must be 'miss' or 'raise', got {on_error!r}"
             raise ValueError(msg)
+        _pylibmc.check_client(client)  # a plain pylibmc.Client would unpickle what it reads
         if not callable(getattr(client, "get_many", None)):
             msg = (
                 f"Cache(client) takes a pymemcache client (Client, PooledClient, HashClient, "
-                f"RetryingClient) or batchq.memcache.LocalClient(), got {client!r}"
+                f"RetryingClient), batchq.memcache.pylibmc_client(...) or "
+                f"batchq.memcache.LocalClient(), got {client!r}"
             )
             raise TypeError(msg)
         if isinstance(key_prefix, str):

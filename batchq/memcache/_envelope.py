@@ -9,7 +9,7 @@ Cache was told every writer is trusted: :func:`check_client_serdes`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from time import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -19,17 +19,44 @@ from . import _pymemcache
 from ._errors import DeserializationError, SerializationError
 from ._local import LocalClient
 from ._record import HERD_MAGIC, Record, parse_record
-from ._serde import JsonSerde, PickleSerde, Serde, check_value_size
+from ._serde import JsonSerde, PickleSerde, Serde, check_value_size, readers
 
 if TYPE_CHECKING:
     from ._batch import GetItem
 
-__all__ = ["HEADER", "MAGIC", "check_client_serdes", "decode_reads", "pack", "unpack"]
+__all__ = [
+    "HEADER",
+    "MAGIC",
+    "check_client_serdes",
+    "decode_reads",
+    "header_readers",
+    "pack",
+    "unpack",
+]
 
 MAGIC: Final = b"\x00bq"
 _MAGIC_LEN: Final = len(MAGIC)
 HEADER: Final = _MAGIC_LEN + 4
 _ABSENT: Final[Any] = object()
+_NO_HEADERS: Final[dict[bytes, Callable[[bytes], Any]]] = {}
+
+
+def header_readers(serde: Serde) -> dict[bytes, Callable[[bytes], Any]]:
+    """The whole header (magic and flags, :data:`HEADER` bytes) of every envelope the serde has
+    a fast reader for, mapped to the reader: one slice and one dict lookup check the envelope and
+    pick the decoder. Empty for a serde without fast readers (every value takes the full path)."""
+    found = readers(serde)
+    if found is None:
+        return _NO_HEADERS
+    table = _HEADER_TABLES.get(id(found))
+    if table is None:
+        table = {MAGIC + flags.to_bytes(4, "big"): read for flags, read in found.items()}
+        _HEADER_TABLES[id(found)] = table
+    return table
+
+
+# Keyed by the id of a module-level (never freed) readers table.
+_HEADER_TABLES: dict[int, dict[bytes, Callable[[bytes], Any]]] = {}
 
 
 def pack(serde: Serde, key: str | bytes, value: Any, max_value_size: int) -> bytes:
@@ -119,6 +146,7 @@ def decode_reads(
     get = found.get
     deserialize = serde.deserialize
     from_bytes = int.from_bytes
+    headers = header_readers(serde)
     for raw, read in pairs:
         # Direct slot writes: each read of a batch is settled exactly once, here.
         stored = get(raw, _ABSENT)
@@ -126,6 +154,19 @@ def decode_reads(
             misses += 1
             read._value = None
             continue
+        if type(stored) is bytes:
+            # The common case: a known header, one lookup; its reader raises on anything
+            # unusual, and the full path below reads the value or explains the failure.
+            reader = headers.get(stored[:HEADER])
+            if reader is not None:
+                try:
+                    value = reader(stored[HEADER:])
+                except Exception:
+                    pass
+                else:
+                    read.hit = True
+                    read._value = value
+                    continue
         try:
             # unpack() inlined for the envelope every value a Cache wrote has.
             if type(stored) is bytes and stored[:_MAGIC_LEN] == MAGIC and len(stored) >= HEADER:

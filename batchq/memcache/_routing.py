@@ -20,13 +20,15 @@ from pymemcache.client.hash import HashClient
 from pymemcache.client.retrying import RetryingClient
 from pymemcache.exceptions import MemcacheError as PymemcacheError
 
-from . import _pymemcache
+from . import _pylibmc, _pymemcache
 from ._errors import ServerError
 
 __all__ = ["Servers"]
 
 _FAILED: Final[Any] = object()  # what HashClient returns for a server it failed or is backing off
 _ROUTE_MEMO_SIZE: Final = 100_000
+# A server fault as each supported client raises it; anything else is a bug and is never a miss.
+_FAULTS: Final = (OSError, PymemcacheError, *_pylibmc.FAULTS)
 
 
 class _Node:
@@ -182,7 +184,7 @@ def as_server_error(node: _Node, error: Exception, miss: bool) -> BaseException:
     """
     if isinstance(error, ServerError):
         return error
-    if isinstance(error, (OSError, PymemcacheError)):
+    if isinstance(error, _FAULTS):
         then = (
             "its reads are misses and its writes failed in this round (on_error='miss'); "
             "check the server"

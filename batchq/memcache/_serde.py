@@ -9,8 +9,11 @@ run code in its readers.
 from __future__ import annotations
 
 import json
+import json.scanner
 import pickle
-from typing import Any, Protocol
+from collections.abc import Callable
+from operator import methodcaller
+from typing import Any, Final, Protocol
 
 from ._errors import DeserializationError, SerializationError, ValueTooLargeError
 
@@ -44,6 +47,53 @@ _SCALARS = (str, int, float, bool, type(None))
 # Ints this big cannot be printed under Python's default int_max_str_digits (4300); they go
 # through json.dumps, which then reports the limit as a SerializationError.
 _INT_LIMIT = 10**4000
+
+
+# The fast path of JSON decoding: json.loads() without its wrapping (type checks, two whitespace
+# regex matches, raw_decode's frame). The C scanner parses one JSON value at index 0 and returns
+# (value, end), exactly what json.loads() computes for a text with no whitespace around the value,
+# which is every text JsonSerde writes. Anything else (whitespace, extra data, invalid JSON, an
+# undecodable byte, nesting past the recursion limit) raises here, and the caller takes the full
+# path, which reads it or raises the usual error. Measured: 0.87 against 2.1 us per page value;
+# raw_decode() 1.4. Like json's own default decoder, one scanner serves every thread.
+# typeshed types make_scanner as a class that takes itself; it takes the decoder whose settings
+# it uses (json.JSONDecoder() builds its own scan_once this way).
+_scan: Final[Callable[[str, int], tuple[Any, int]]] = json.scanner.make_scanner(
+    json.JSONDecoder()  # type: ignore[arg-type]
+)
+
+
+def _read_json(data: bytes) -> Any:
+    text = data.decode()  # strict UTF-8 is the fast codec; surrogates take the full path
+    value, end = _scan(text, 0)
+    if end != len(text):
+        raise ValueError(end)
+    return value
+
+
+def _same(data: bytes) -> bytes:
+    return data
+
+
+_READERS: Final[dict[int, Callable[[bytes], Any]]] = {
+    FLAG_BYTES: _same,
+    FLAG_TEXT: methodcaller("decode", "utf-8", "surrogatepass"),
+    FLAG_INT: int,  # int() also skips the trailing spaces memcached leaves after a shrinking decr
+    FLAG_JSON: _read_json,
+}
+"""JsonSerde's reader of each flag, for the common case: each one returns the value, or raises
+for anything unusual, and then :meth:`JsonSerde.deserialize`'s full path decides (and explains)."""
+
+
+def readers(serde: object) -> dict[int, Callable[[bytes], Any]] | None:
+    """The fast readers that give what ``serde.deserialize`` gives, by flags (None: none known).
+
+    A reader may raise where the serde would not; its caller then asks the serde itself."""
+    kind = type(serde)
+    if kind is JsonSerde or kind is PickleSerde:
+        # PickleSerde reads JSON's flags with JsonSerde; its own flag (pickle) is left to it.
+        return _READERS
+    return None
 
 
 class Serde(Protocol):
@@ -99,6 +149,16 @@ class JsonSerde:
         return text.encode("utf-8", errors="surrogatepass"), FLAG_JSON
 
     def deserialize(self, key: str | bytes, data: bytes, flags: int) -> Any:
+        reader = _READERS.get(flags)
+        if reader is not None:
+            try:
+                return reader(data)
+            except Exception:
+                pass  # something unusual: the full path reads it, or says what is wrong
+        return self._deserialize_full(key, data, flags)
+
+    def _deserialize_full(self, key: str | bytes, data: bytes, flags: int) -> Any:
+        """Every case, each error explained: what deserialize() does when a fast reader fails."""
         try:
             if flags == FLAG_BYTES:
                 return data

@@ -1,0 +1,155 @@
+"""Every use of pylibmc (the C client over libmemcached), in one place.
+
+pylibmc is optional (``pip install 'batchq[pylibmc]'``). Its ``Client`` deserializes what it reads
+by the stored flags and unpickles values stored with its pickle flag, so whoever can write to the
+server could run code in the reader. The Cache therefore never takes a plain ``pylibmc.Client``:
+:func:`pylibmc_client` builds a subclass that hands back the stored bytes whatever their flags, and
+stores only bytes (the Cache serializes values itself, into its envelope). It also speaks the
+pymemcache names the Cache calls (``get_many``, ``set_many``, ``delete_many``).
+
+Routing: with several servers, one ``get_multi`` goes to libmemcached, which sends one request per
+server and reads the replies together. libmemcached fails the whole call when any server fails,
+so with a pylibmc client a dead server fails the round of every server, where pymemcache's
+``HashClient`` fails only its own keys (docs/memcache.md says which client to pick).
+
+Threads: a pylibmc ``Client`` owns its connections and is not thread-safe, so the Cache calls it
+under a lock, as it does a pymemcache ``Client``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+try:
+    import pylibmc
+except ImportError:  # the optional extra is not installed
+    pylibmc = None
+
+__all__ = ["FAULTS", "INSTALL", "available", "check_client", "pylibmc_client"]
+
+INSTALL: Final = (
+    "pip install 'batchq[pylibmc]' (pylibmc builds against libmemcached: on Debian or Ubuntu "
+    "first 'apt-get install libmemcached-dev zlib1g-dev')"
+)
+"""How to install what this module needs; every 'not installed' message names it."""
+
+FAULTS: Final[tuple[type[BaseException], ...]] = (pylibmc.Error,) if pylibmc is not None else ()
+"""pylibmc's errors: a server fault, like pymemcache's MemcacheError (the Cache's on_error)."""
+
+
+def available() -> bool:
+    """Whether pylibmc is installed."""
+    return pylibmc is not None
+
+
+def _bytes_only(value: Any) -> tuple[bytes, int]:
+    # Stored with flags 0 (pylibmc's "plain bytes"), whatever reads it back.
+    if type(value) is not bytes:
+        msg = (
+            f"this pylibmc client (made by batchq.memcache.pylibmc_client) stores bytes only, got "
+            f"{type(value).__name__} {value!r:.80}; store values through batchq.memcache.Cache, "
+            "which serializes them, or encode them to bytes yourself"
+        )
+        raise TypeError(msg)
+    return value, 0
+
+
+def _raw(data: bytes, flags: int) -> bytes:
+    # Never unpickles, never converts: the stored bytes, whatever flags another writer set.
+    return data
+
+
+_client_class: type[Any] | None = None
+
+
+def _safe_class() -> type[Any]:
+    """The pylibmc.Client subclass the Cache accepts (made on first use: pylibmc is optional)."""
+    global _client_class
+    if _client_class is None:
+        if pylibmc is None:
+            msg = f"pylibmc is not installed: {INSTALL}"
+            raise ImportError(msg)
+
+        class PylibmcClient(pylibmc.Client):  # type: ignore[misc]
+            """A pylibmc Client that moves bytes only and never unpickles."""
+
+            # pylibmc calls these for every value it stores or reads. A staticmethod skips
+            # binding: the stored bytes come back with one Python call and no other work.
+            serialize = staticmethod(_bytes_only)
+            deserialize = staticmethod(_raw)
+            get_many = pylibmc.Client.get_multi
+            close = pylibmc.Client.disconnect_all  # pymemcache's name, for the same cleanup code
+
+            @property
+            def server(self) -> str:
+                # Named like a pymemcache client's server, for the Cache's name and messages.
+                return ", ".join(map(str, self.addresses))
+
+            def set_many(
+                self, values: Mapping[bytes, bytes], expire: int = 0, noreply: object = None
+            ) -> list[bytes]:
+                """The keys not stored (pymemcache's ``set_many``)."""
+                failed = self.set_multi(values, time=expire)
+                return list(failed) if failed else []
+
+            def delete_many(self, keys: Iterable[bytes], noreply: object = None) -> bool:
+                """Delete the keys (missing ones included: pymemcache's ``delete_many``)."""
+                self.delete_multi(list(keys))
+                return True
+
+        _client_class = PylibmcClient
+    return _client_class
+
+
+def pylibmc_client(
+    servers: Sequence[str],
+    *,
+    binary: bool = True,
+    connect_timeout: float = 2.0,
+    timeout: float = 5.0,
+    behaviors: Mapping[str, Any] | None = None,
+) -> Any:
+    """A pylibmc client for :class:`~batchq.memcache.Cache`: bytes in, bytes out, never unpickles.
+
+    ``servers`` as pylibmc takes them (``["127.0.0.1:11211", ...]``). ``binary``: memcached's
+    binary protocol, the default because with it libmemcached reports a server that failed during
+    a multi-get; over the text protocol that read silently returns fewer values (measured with
+    the libmemcached 1.0 of pylibmc's wheel). ``connect_timeout`` and
+    ``timeout`` (each read or write) in seconds, like pymemcache's; ``behaviors`` are passed to
+    libmemcached after them, and win. ImportError naming the install command without pylibmc.
+    """
+    if isinstance(servers, (str, bytes)):
+        msg = f"pylibmc_client takes a list of servers, got the single {servers!r}: [{servers!r}]"
+        raise TypeError(msg)
+    for seconds, name in ((connect_timeout, "connect_timeout"), (timeout, "timeout")):
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+            msg = f"{name} must be a positive number of seconds, got {seconds!r}"
+            raise ValueError(msg)
+    cls = _safe_class()
+    chosen: dict[str, Any] = {
+        "tcp_nodelay": True,
+        "connect_timeout": max(1, round(connect_timeout * 1000)),  # milliseconds
+        "send_timeout": max(1, round(timeout * 1_000_000)),  # microseconds
+        "receive_timeout": max(1, round(timeout * 1_000_000)),
+        "_poll_timeout": max(1, round(timeout * 1000)),  # milliseconds
+    }
+    chosen.update(behaviors or {})
+    return cls(list(servers), binary=binary, behaviors=chosen)
+
+
+def check_client(client: Any) -> None:
+    """Refuse a pylibmc client that would unpickle what it reads (any not from pylibmc_client)."""
+    if pylibmc is None or not isinstance(client, pylibmc.Client):
+        return
+    cls = _safe_class()
+    kind = type(client)
+    if isinstance(client, cls) and kind.deserialize is cls.deserialize:
+        return
+    msg = (
+        f"the pylibmc client {client!r} deserializes what it reads by its flags, and unpickles "
+        "values stored with its pickle flag: anyone who can write to the memcached server could "
+        "run code here. Create it with batchq.memcache.pylibmc_client(servers, ...), which hands "
+        "the Cache the stored bytes untouched"
+    )
+    raise TypeError(msg)

@@ -1,0 +1,330 @@
+"""The Cache on pylibmc (the C client) against real memcached: rounds, faults, keys, envelope,
+and never unpickling what another writer stored with pylibmc's pickle flag."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import pickle
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from memcache_fixtures import (
+    Counting,
+    close_clients,
+    expected_page,
+    make_page,
+    needs_memcached,
+    page_data,
+    server1,
+    servers3,
+    track,
+)
+from pymemcache.client.base import Client
+
+import batchq
+from batchq.memcache import (
+    Cache,
+    DeserializationError,
+    InvalidKeyError,
+    LocalClient,
+    PickleSerde,
+    ServerError,
+    _pylibmc,
+    pylibmc_client,
+)
+from batchq.testing import MemcachedServer
+
+try:
+    import pylibmc
+except ImportError:
+    pylibmc = None
+
+needs_pylibmc = pytest.mark.skipif(
+    pylibmc is None, reason=f"pylibmc is not installed: {_pylibmc.INSTALL}"
+)
+
+
+def real(test: Any) -> Any:
+    """A test against real memcached through pylibmc: skipped, saying why, without either."""
+    return pytest.mark.memcached(needs_memcached(needs_pylibmc(test)))
+
+
+__all__ = ["close_clients", "server1", "servers3"]  # fixtures, imported for pytest
+
+
+def client_of(*servers: MemcachedServer, timeout: float = 2.0) -> Any:
+    return track(
+        pylibmc_client([f"{s.address[0]}:{s.address[1]}" for s in servers], timeout=timeout)
+    )
+
+
+def raw_client(server: MemcachedServer) -> Any:
+    """pylibmc's own Client, as another program would write with it (it pickles objects)."""
+    host, port = server.address
+    client = pylibmc.Client([f"{host}:{port}"], binary=True)
+    track(type("Closing", (), {"close": lambda self: client.disconnect_all()})())
+    return client
+
+
+class _RunsCode:
+    """Unpickling this creates a file: proof that code ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> Any:
+        return (Path.touch, (self.path,))
+
+
+@real
+def test_the_depth_four_page_costs_four_get_many(server1: MemcachedServer) -> None:
+    counting = Counting(client_of(server1))
+    cache = Cache(counting)
+    data = page_data()
+    assert cache.set_many(data) == []
+    assert make_page(cache)() == expected_page(data)
+    assert counting.calls["get_many"] == 4  # one per level: the same rounds as on pymemcache
+    stats = cache.stats()
+    assert stats.misses == 0
+    assert stats.hits == len(data)  # every key of the page read once, each one a hit
+
+
+@real
+def test_values_read_back_with_their_types(server1: MemcachedServer) -> None:
+    cache = Cache(client_of(server1))
+    values: dict[str, Any] = {
+        "b": b"\x00\xffraw",
+        "s": "t\u00e9xt \ud800",
+        "i": -(10**30),
+        "f": 1.5,
+        "n": None,
+        "j": {"a": [1, "x", None, {"b": True}]},
+    }
+    assert cache.set_many(values) == []
+    got = cache.get_many(list(values))
+    assert got == values
+    assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in values.items()}
+    assert cache.delete("j") is True
+    assert cache.get("j", "gone") == "gone"
+    # The same bytes a pymemcache Cache wrote: the envelope is the client's neither.
+    assert Cache(client_of(server1)).get("s") == values["s"]
+
+
+@real
+def test_a_planted_pickle_is_never_unpickled(server1: MemcachedServer, tmp_path: Path) -> None:
+    marker = tmp_path / "code-ran"
+    payload = pickle.dumps(_RunsCode(marker), pickle.HIGHEST_PROTOCOL)  # what pylibmc stores
+    # First prove the payload is live: pylibmc's own Client runs it on read.
+    raw = raw_client(server1)
+    raw.set("planted", _RunsCode(marker))
+    assert raw.get("planted") is None  # Path.touch returned None: the code ran
+    assert marker.exists()
+    marker.unlink()
+
+    cache = Cache(client_of(server1))
+    raw.set("planted", _RunsCode(marker))  # stored with pylibmc's pickle flag (1)
+    with pytest.raises(DeserializationError, match=r"'planted'.*no envelope"):
+        cache.get("planted")
+    assert not marker.exists()
+    # Even the client alone hands back the pickle's bytes, untouched.
+    assert client_of(server1).get_many([b"planted"]) == {b"planted": payload}
+    assert not marker.exists()
+    # A Cache that trusts its writers (PickleSerde) still never lets pylibmc unpickle: only
+    # values inside batchq's envelope are read, and this one has none.
+    with pytest.raises(DeserializationError):
+        Cache(client_of(server1), serde=PickleSerde()).get("planted")
+    assert not marker.exists()
+
+
+@real
+def test_a_plain_pylibmc_client_is_refused(server1: MemcachedServer) -> None:
+    with pytest.raises(TypeError, match=r"unpickles.*pylibmc_client\(servers"):
+        Cache(raw_client(server1))
+
+    class Custom(_pylibmc._safe_class()):  # type: ignore[misc]
+        def deserialize(self, data: bytes, flags: int) -> Any:
+            return pickle.loads(data)
+
+    with pytest.raises(TypeError, match="unpickles"):
+        Cache(Custom([f"{server1.address[0]}:{server1.address[1]}"], binary=True))
+
+
+@real
+def test_the_client_stores_bytes_only(server1: MemcachedServer) -> None:
+    client = client_of(server1)
+    with pytest.raises(TypeError, match=r"bytes only, got dict .*Cache"):
+        client.set("k", {"a": 1})
+    assert client.set_many({b"k": b"v"}, 0, False) == []
+    assert client.get_many([b"k", b"missing"]) == {b"k": b"v"}
+
+
+@real
+def test_bad_keys_never_reach_the_server(server1: MemcachedServer) -> None:
+    counting = Counting(client_of(server1))
+    cache = Cache(counting)
+    cache.set("keep", "safe")
+    for key in ("k\r\nflush_all", "a b", "x" * 251):
+        with pytest.raises(InvalidKeyError):
+            cache.get(key)
+        with pytest.raises(InvalidKeyError):
+            cache.set(key, 1)
+    assert cache.get("keep") == "safe"
+    sent = [k for keys in counting.keys for k in keys]
+    assert sent == [b"keep"]
+
+
+@real
+def test_a_killed_server_means_misses_then_recovery(server1: MemcachedServer) -> None:
+    client = track(
+        pylibmc_client([f"127.0.0.1:{server1.port}"], timeout=0.5, behaviors={"retry_timeout": 1})
+    )
+    cache = Cache(client)
+    assert cache.set("k", 1) is True
+    server1.stop(graceful=False)
+    assert cache.get("k") is None
+    assert cache.set("k", 2) is False
+    stats = cache.stats()
+    assert (stats.errors, stats.write_failures) == (1, 1)
+    assert stats.servers[f"127.0.0.1:{server1.port}"].errors == 2
+    server1.restart(graceful=False)
+    # libmemcached skips a failed server (calls fail at once) until its retry_timeout has
+    # passed without calls: wait longer than that between tries.
+    deadline = time.monotonic() + 20
+    while cache.set("k", 3) is not True:
+        assert time.monotonic() < deadline, "the client never reconnected"
+        time.sleep(2.5)
+    assert cache.get("k") == 3
+
+
+@real
+def test_on_error_raise_names_the_dead_server(server1: MemcachedServer) -> None:
+    cache = Cache(client_of(server1, timeout=0.5), on_error="raise")
+    cache.set("k", 1)
+    port = server1.port
+    server1.stop(graceful=False)
+    with pytest.raises(ServerError, match=rf"127\.0\.0\.1:{port} failed: \w+"):
+        cache.get("k")
+    with pytest.raises(ServerError, match=f"127.0.0.1:{port}"):
+        cache.set("k", 2)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A listening socket that accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    yield f"127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+
+
+@real
+def test_a_silent_server_times_out_into_misses(silent_server: str) -> None:
+    cache = Cache(track(pylibmc_client([silent_server], timeout=0.3)))
+    started = time.monotonic()
+    assert cache.get("k") is None
+    assert time.monotonic() - started < 5  # the client's timeout, not a hang
+    # libmemcached reports no error for the multi-get that timed out (docs/memcache.md says
+    # so): that read is a plain miss. It marks the server failed; a write to it then fails and
+    # is counted. (The next read is counted as an error with the libmemcached 1.0 that pylibmc's
+    # wheel bundles, and is another silent miss with Debian's 1.1: both are seen here.)
+    assert cache.stats().errors == 0
+    assert cache.get("k") is None
+    assert cache.set("k", 1) is False
+    stats = cache.stats()
+    assert (stats.write_failures, stats.misses) == (1, 2)
+    assert stats.errors in (0, 1)
+
+
+@real
+def test_with_several_servers_one_multi_get_and_one_dead_server_fails_the_round(
+    servers3: list[MemcachedServer],
+) -> None:
+    counting = Counting(client_of(*servers3, timeout=0.5))
+    cache = Cache(counting)
+    data = {f"k{i}": i for i in range(60)}
+    assert cache.set_many(data) == []
+    assert cache.get_many(list(data)) == data
+    assert counting.calls["get_many"] == 1  # libmemcached routes one multi-get itself
+    # Every server holds some keys: libmemcached spread them.
+    for server in servers3:
+        assert track(Client(server.address)).stats()[b"curr_items"] > 0
+    servers3[1].stop(graceful=False)
+    # Documented difference from HashClient: libmemcached fails the whole call.
+    assert cache.get_many(list(data)) == {}
+    assert cache.stats().errors == len(data)
+
+
+@real
+def test_threads_share_one_client(server1: MemcachedServer) -> None:
+    cache = Cache(client_of(server1))
+    cache.set_many({f"t{i}": i for i in range(50)})
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(20):
+                assert cache.get_many([f"t{i}" for i in range(50)]) == {
+                    f"t{i}": i for i in range(50)
+                }
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+@real
+def test_page_through_batchq_run_in_asyncio(server1: MemcachedServer) -> None:
+    cache = Cache(client_of(server1))
+    data = page_data()
+    cache.set_many(data)
+    page = make_page(cache)
+    assert asyncio.run(page.asyncio()) == expected_page(data)
+
+
+@real
+def test_no_module_but_one_imports_pylibmc() -> None:
+    root = Path(batchq.__file__).parent
+    importers = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
+            if any(n.split(".")[0] in ("pylibmc", "_pylibmc") for n in names):
+                importers.add(path.relative_to(root).as_posix())
+    assert importers == {"memcache/_pylibmc.py"}
+
+
+def test_without_pylibmc_the_client_and_the_skip_name_the_install_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_pylibmc, "pylibmc", None)
+    monkeypatch.setattr(_pylibmc, "_client_class", None)
+    assert not _pylibmc.available()
+    with pytest.raises(ImportError, match=r"pip install 'batchq\[pylibmc\]'.*libmemcached-dev"):
+        pylibmc_client(["127.0.0.1:11211"])
+    assert "pip install 'batchq[pylibmc]'" in needs_pylibmc.kwargs["reason"]
+    Cache(LocalClient())  # every other client still works
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(TypeError, match=r"list of servers, got the single '127.0.0.1:1'"):
+        pylibmc_client("127.0.0.1:1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds, got 0"):
+        pylibmc_client(["127.0.0.1:1"], timeout=0)

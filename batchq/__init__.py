@@ -21,6 +21,7 @@ from ._core._errors import DependencyCycleError as DependencyCycleError
 from ._core._errors import FetchResultError as FetchResultError
 from ._core._errors import FutureIsAlreadyComputed as FutureIsAlreadyComputed
 from ._core._errors import SyncCallInAsyncError as SyncCallInAsyncError
+from ._core._errors import TaskDepthError as TaskDepthError
 from ._core._errors import UnyieldedTaskError as UnyieldedTaskError
 from ._core._errors import UnyieldedTaskWarning as UnyieldedTaskWarning
 from ._core._errors import UsageError as UsageError
@@ -123,6 +124,7 @@ __all__ = [
     "UsageError",
     "UnyieldedTaskError",
     "UnyieldedTaskWarning",
+    "TaskDepthError",
     "YieldInNonAsyncContextError",
     "AsyncTaskError",
     "AsyncTaskCancelledError",

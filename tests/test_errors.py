@@ -396,3 +396,41 @@ def test_a_computed_future_formats_as_its_repr() -> None:
     done = batchq.ConstFuture(1)
     assert f"yielded {done}" == f"yielded {done!r}"
     assert "{}".format(done) == repr(done)  # noqa: UP032
+
+
+def test_endless_recursion_stops_at_the_depth_limit_with_the_calls_named() -> None:
+    from batchq.compat.debug import options
+
+    @asynq()
+    def endless(n: int) -> Generator[Any, Any, Any]:
+        return (yield endless.asynq(n + 1))
+
+    @asynq()
+    def caller() -> Generator[Any, Any, str]:
+        try:
+            yield endless.asynq(0)
+        except batchq.TaskDepthError as e:
+            return str(e)
+        return "not stopped"
+
+    previous = options.MAX_TASK_STACK_SIZE
+    options.MAX_TASK_STACK_SIZE = 3000
+    try:
+        message = caller()
+        with pytest.raises(RuntimeError, match=r"past the limit of 3000.*endless\(\d+\)"):
+            endless(0)
+    finally:
+        options.MAX_TASK_STACK_SIZE = previous
+    assert "endless recursion?" in message
+    with pytest.raises(ValueError, match="positive int, got 0"):
+        options.MAX_TASK_STACK_SIZE = 0
+
+
+def test_a_deep_chain_below_the_limit_still_runs() -> None:
+    @asynq()
+    def down(n: int) -> Generator[Any, Any, int]:
+        if n == 0:
+            return 0
+        return (yield down.asynq(n - 1)) + 1  # type: ignore[no-any-return]
+
+    assert down(150_000) == 150_000

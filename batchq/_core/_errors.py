@@ -18,6 +18,7 @@ __all__ = [
     "UsageError",
     "UnyieldedTaskError",
     "UnyieldedTaskWarning",
+    "TaskDepthError",
 ]
 
 
@@ -59,6 +60,10 @@ class SyncCallInAsyncError(BatchqError, RuntimeError):
 
 class UsageError(BatchqError, TypeError, AssertionError):
     """A call batchq refuses where asynq asserted: ``except AssertionError`` still catches it."""
+
+
+class TaskDepthError(BatchqError, RuntimeError):
+    """A chain of tasks waiting on each other grew past the limit: most likely endless recursion."""
 
 
 class UnyieldedTaskError(BatchqError, RuntimeError):

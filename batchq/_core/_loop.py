@@ -42,6 +42,7 @@ from ._errors import (
     DeadlockError,
     DependencyCycleError,
     SyncCallInAsyncError,
+    TaskDepthError,
     UnyieldedTaskError,
     YieldTypeError,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "run_sync",
     "note_close_errors",
     "unyielded_error",
+    "limits",
     "with_task_traceback",
 ]
 
@@ -305,6 +307,7 @@ class Scheduler:
         pop = ready.pop
         push = ready.append
         started = 0
+        check_at = min(limits.max_depth, limits.check_every)
         none = NOT_COMPUTED
         task_cls = AsyncTask
         item_cls = BatchItemBase
@@ -408,9 +411,18 @@ class Scheduler:
                     elif isinstance(y, task_cls):
                         if y._value is none:
                             if y._sched is None:
+                                started += 1
+                                if started >= check_at:
+                                    # Rarely: is this an endless recursion? (_chain_too_deep)
+                                    check_at = started + limits.check_every
+                                    deep = _chain_too_deep(task)
+                                    if deep is not None:
+                                        _refuse(y, deep)
+                                        value = None
+                                        err = deep
+                                        continue
                                 y._sched = self
                                 y._contexts = task._contexts
-                                started += 1
                                 push(y)
                         else:
                             value = y._value
@@ -707,6 +719,58 @@ class Scheduler:
 
 
 # -- helpers used by the loop (kept out of it so the hot path stays small) ------------------------
+
+
+class _Limits:
+    """How deep a chain of tasks waiting on each other may grow (asynq's MAX_TASK_STACK_SIZE).
+
+    batchq runs deep chains without recursion, so depth costs only memory; the limit is there to
+    turn an endless recursion (``f`` yielding ``f.asynq()`` forever) into an error instead of
+    exhausting memory. Checked every ``check_every`` task starts within one drive, by walking the
+    chain, so the common path pays one comparison per started task.
+    """
+
+    __slots__ = ("max_depth", "check_every")
+
+    def __init__(self) -> None:
+        self.max_depth = 1_000_000
+        self.check_every = 65_536
+
+
+limits: Final = _Limits()
+
+
+def _chain_too_deep(task: AsyncTask[Any]) -> TaskDepthError | None:
+    """The error for ``task``'s chain of waiters if it is deeper than the limit, else None."""
+    limit = limits.max_depth
+    depth = 1
+    names: list[str] = []
+    t: Any = task
+    while t is not None:
+        if depth <= 3:
+            names.append(t.call_str())
+        ws = t._waiters
+        t = ws[0] if isinstance(ws, list) else ws
+        depth += 1
+        if depth > limit:
+            chain = " <- ".join(names)
+            msg = (
+                f"{task.call_str()} would start a task {depth} levels deep, past the limit of "
+                f"{limit} (batchq.compat.debug.options.MAX_TASK_STACK_SIZE): is it an endless "
+                f"recursion? The innermost calls: {chain} <- ..."
+            )
+            return TaskDepthError(msg)
+    return None
+
+
+def _refuse(task: AsyncTask[Any], error: BaseException) -> None:
+    """``task`` will never start: it ends with ``error`` (and is not reported as unyielded)."""
+    gen = task._gen
+    task._gen = None
+    task._value = None
+    task._error = error
+    if gen is not None:
+        gen.close()
 
 
 def unyielded_error(forgotten: list[str]) -> UnyieldedTaskError:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, TextIO
 
+from batchq._core._loop import limits
 from batchq.debug import format_async_stack
 
 from .batching import sync as sync
@@ -54,7 +55,7 @@ stderr: TextIO | None = None
 
 
 class DebugOptions:
-    """asynq's debug switches, by name. batchq's scheduler reads none of them."""
+    """asynq's debug switches, by name. batchq's scheduler reads only MAX_TASK_STACK_SIZE."""
 
     def __init__(self) -> None:
         for name in _DUMP_FLAGS:
@@ -65,6 +66,19 @@ class DebugOptions:
         self.STACK_DUMP_LIMIT: int | None = 0
         self.ENABLE_COMPLEX_ASSERTIONS = True
         self.KEEP_DEPENDENCIES = False
+
+    @property
+    def MAX_TASK_STACK_SIZE(self) -> int:
+        """The deepest chain of tasks waiting on each other (batchq's scheduler does read this
+        one): past it, the task that would go deeper gets ``batchq.TaskDepthError``."""
+        return limits.max_depth
+
+    @MAX_TASK_STACK_SIZE.setter
+    def MAX_TASK_STACK_SIZE(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            msg = f"MAX_TASK_STACK_SIZE must be a positive int, got {value!r}"
+            raise ValueError(msg)
+        limits.max_depth = value
 
     def DUMP_ALL(self, value: bool | None = None) -> bool | None:
         """Read (no argument) or set every ``DUMP_*`` switch at once."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
 
 import pytest
+from aio_support import HANG_GUARD_SECONDS, run
 
 import batchq
 from batchq import Loader, asynq, from_asyncio
@@ -17,31 +18,6 @@ from batchq._asyncio._driver import drivers as _drivers
 from batchq._asyncio._work import AsyncioFuture
 
 T = TypeVar("T")
-
-# Guards against a hang turning into a stuck test run; never an assertion about speed.
-HANG_GUARD_SECONDS = 30.0
-
-
-def run(make_main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """asyncio.run(main), failing if the loop's exception handler saw anything.
-
-    That handler is where "Task was destroyed but it is pending" and "exception was never
-    retrieved" end up; warnings (e.g. a coroutine never awaited) are errors under pytest here.
-    """
-    seen: list[dict[str, Any]] = []
-
-    async def main() -> T:
-        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: seen.append(ctx))
-        try:
-            return await asyncio.wait_for(make_main(), HANG_GUARD_SECONDS)
-        finally:
-            gc.collect()
-            await asyncio.sleep(0)
-
-    result = asyncio.run(main())
-    gc.collect()
-    assert seen == []
-    return result
 
 
 class Counting:

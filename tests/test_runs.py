@@ -12,39 +12,18 @@ import gc
 import sys
 import threading
 import tracemalloc
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from aio_support import run
 
 import batchq
 from batchq import AsyncTaskCancelledError, Loader, asynq, from_asyncio
 from batchq import debug as bq_debug
 from batchq._asyncio._driver import drivers
 from batchq.memcache import Cache, LocalClient
-
-T = TypeVar("T")
-
-HANG_GUARD_SECONDS = 60.0
-
-
-def run(make_main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """asyncio.run(main), failing if the loop's exception handler saw anything."""
-    seen: list[dict[str, Any]] = []
-
-    async def main() -> T:
-        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: seen.append(ctx))
-        try:
-            return await asyncio.wait_for(make_main(), HANG_GUARD_SECONDS)
-        finally:
-            gc.collect()
-            await asyncio.sleep(0)
-
-    result = asyncio.run(main())
-    gc.collect()
-    assert seen == []
-    return result
 
 
 @asynq()

@@ -190,19 +190,27 @@ class Scheduler:
         is runnable or pending: requests nobody waited on (a write issued and not yielded) still
         go out before that.
         """
+        # The same list objects for the scheduler's life (cleared, never replaced); _pending is
+        # replaced by every flush.
+        runs = self._runs
+        ready = self._ready
+        none = NOT_COMPUTED
         while True:
-            if self._ready:
+            if ready:
                 self._drive(self._hooks)
-                if self._runs:
-                    self._settle()
             elif self._pending:
                 yield FLUSH
-                if self._runs:
-                    self._settle()
-            elif self._runs:
+            elif runs:
                 yield IDLE
+                continue
             else:
                 return
+            # Has a run's root finished? (One run, one check, in a synchronous call.)
+            for run in runs:
+                root = run.root
+                if root is None or root._value is not none:
+                    self._settle()
+                    break
 
     def add_run(self, run: Run) -> None:
         """Start ``run``: its root joins the current round."""
@@ -307,7 +315,7 @@ class Scheduler:
         pop = ready.pop
         push = ready.append
         started = 0
-        check_at = min(limits.max_depth, limits.check_every)
+        check_at = limits.first_check
         none = NOT_COMPUTED
         task_cls = AsyncTask
         item_cls = BatchItemBase
@@ -730,11 +738,16 @@ class _Limits:
     chain, so the common path pays one comparison per started task.
     """
 
-    __slots__ = ("max_depth", "check_every")
+    __slots__ = ("max_depth", "check_every", "first_check")
 
     def __init__(self) -> None:
         self.max_depth = 1_000_000
         self.check_every = 65_536
+        self.first_check = self.check_every  # min(max_depth, check_every): read once a drive
+
+    def set_max_depth(self, depth: int) -> None:
+        self.max_depth = depth
+        self.first_check = min(depth, self.check_every)
 
 
 limits: Final = _Limits()

@@ -29,6 +29,7 @@ __all__ = [
     "current_scheduler",
     "current_run",
     "run_of",
+    "scheduler_var",
     "get_active_task",
     "set_current",
     "reset_current",
@@ -64,6 +65,8 @@ class Run:
 
 
 _current: ContextVar[Scheduler | None] = ContextVar("batchq_scheduler", default=None)
+# For hot paths that inline current_scheduler() and run_of() (they say so, to be kept in sync).
+scheduler_var = _current
 
 
 def current_scheduler() -> Scheduler | None:

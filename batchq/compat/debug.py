@@ -78,7 +78,7 @@ class DebugOptions:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             msg = f"MAX_TASK_STACK_SIZE must be a positive int, got {value!r}"
             raise ValueError(msg)
-        limits.max_depth = value
+        limits.set_max_depth(value)
 
     def DUMP_ALL(self, value: bool | None = None) -> bool | None:
         """Read (no argument) or set every ``DUMP_*`` switch at once."""

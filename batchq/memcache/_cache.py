@@ -16,13 +16,14 @@ keys), ``_stats`` (counters) and ``_pymemcache`` (every use of pymemcache's inte
 from __future__ import annotations
 
 import threading
+from _thread import get_ident
 from collections.abc import Callable, Generator, Iterable, Mapping
 from time import time
 from typing import Any, Final, Literal, ParamSpec, TypeVar
 
 from batchq._core._futures import NOT_COMPUTED, FutureBase
 from batchq._core._loop import get_scheduler
-from batchq._core._runtime import current_scheduler, run_of
+from batchq._core._runtime import scheduler_var
 from batchq._core._task import AsyncTask
 
 from . import _herd, _pylibmc, _pymemcache, _tier
@@ -34,7 +35,7 @@ from ._keys import _FORBIDDEN_BYTES, _HASH_MARK, MAX_KEY_LENGTH, encode_key
 from ._local import LocalClient
 from ._op import _Op
 from ._routing import Servers, _Job
-from ._run import peek_run_state, run_state, state_of
+from ._run import RUN_STATE_KEY, peek_run_state, run_state
 from ._serde import DEFAULT_MAX_VALUE_SIZE, JsonSerde, Serde
 from ._stats import CacheStats, _Counters
 
@@ -284,12 +285,18 @@ class Cache:
         if default is not None:
             item = self._lookup(key, raw)
             return AsyncTask(_gather_get(item, default), self.get, (key, default), None)
-        # The hot path of every page: peek_run_state(), _lookup() and _batch() inlined.
-        sched = current_scheduler()
-        if sched is not None:
-            state = state_of(run_of(sched))
-            if state is not None and state.overlay:
-                return self._lookup(key, raw)  # this run wrote something: read-your-writes
+        # The hot path of every page: current_scheduler(), run_of(), state_of() (same as those
+        # in _core/_runtime.py and _run.py: keep in sync), _lookup() and _batch() inlined.
+        sched = scheduler_var.get()
+        if sched is not None and sched._thread == get_ident():
+            frame = sched._frame
+            run = frame.run if frame is not None else None
+            if run is None:
+                run = sched.ambient_run
+            if run is not None:
+                state = run.state.get(RUN_STATE_KEY)
+                if state is not None and state.overlay:
+                    return self._lookup(key, raw)  # this run wrote something: read-your-writes
             batch = sched._active.get(self)
         else:
             batch = None

@@ -9,12 +9,12 @@ when the run ends.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from batchq._core._runtime import Run, current_run, current_scheduler, run_of
 from batchq._core._task import AsyncTask
 
-__all__ = ["RunState", "peek_run_state", "run_state", "state_of"]
+__all__ = ["RunState", "RUN_STATE_KEY", "peek_run_state", "run_state", "state_of"]
 
 
 class RunState:
@@ -31,12 +31,12 @@ class RunState:
         self.inflight: dict[tuple[int, bytes], AsyncTask[Any]] = {}
 
 
-_KEY = object()  # this module's key in Run.state
+RUN_STATE_KEY: Final = object()  # this module's key in Run.state
 
 
 def state_of(run: Run | None) -> RunState | None:
     """``run``'s state if it has one (the hot path: a read never creates a state)."""
-    return None if run is None else run.state.get(_KEY)
+    return None if run is None else run.state.get(RUN_STATE_KEY)
 
 
 def peek_run_state() -> RunState | None:
@@ -50,7 +50,7 @@ def run_state() -> RunState | None:
     run = current_run()
     if run is None:
         return None
-    state: RunState | None = run.state.get(_KEY)
+    state: RunState | None = run.state.get(RUN_STATE_KEY)
     if state is None:
-        state = run.state[_KEY] = RunState()
+        state = run.state[RUN_STATE_KEY] = RunState()
     return state

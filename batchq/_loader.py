@@ -8,6 +8,7 @@ in chunks.
 
 from __future__ import annotations
 
+from _thread import get_ident
 from collections.abc import Callable, Coroutine, Hashable, Iterable, Mapping, Sequence, Sized
 from typing import Any, Generic, NoReturn, TypeVar
 
@@ -16,6 +17,7 @@ from ._core._errors import FetchResultError
 from ._core._format import fn_name
 from ._core._futures import NOT_COMPUTED
 from ._core._loop import Scheduler, get_scheduler, run_sync
+from ._core._runtime import scheduler_var
 from ._core._task import AsyncTask
 
 __all__ = ["Loader", "LoaderItem", "LoaderBatch"]
@@ -129,7 +131,10 @@ class Loader(Generic[K, V]):
 
     def request(self, key: K) -> LoaderItem[V]:
         """The item for ``key`` in this round's batch (one item per distinct key)."""
-        sched = get_scheduler()
+        # get_scheduler() inlined (same as _core/_loop.py's: keep in sync): once per key.
+        sched = scheduler_var.get()
+        if sched is None or sched._thread != get_ident():
+            sched = get_scheduler()
         batch = sched._active.get(self)
         if batch is None:
             batch = sched._active[self] = LoaderBatch(self, sched)

@@ -182,11 +182,12 @@ class Scheduler:
 
     # -- the round loop -------------------------------------------------------------------------
 
-    def rounds(self) -> Generator[int, None, None]:
+    def rounds(self, flush: Callable[[], None] | None = None) -> Generator[int, None, None]:
         """THE round loop: drive, flush (by the driver), resume; until nothing is left.
 
-        Yields ``FLUSH`` when this round's batches are due and ``IDLE`` when a run is unfinished
-        but nothing can run and nothing is pending. Returns when no run is in flight and nothing
+        Yields ``FLUSH`` when this round's batches are due (or calls ``flush``, for a driver that
+        flushes inline) and ``IDLE`` when a run is unfinished but nothing can run and nothing is
+        pending. Returns when no run is in flight and nothing
         is runnable or pending: requests nobody waited on (a write issued and not yielded) still
         go out before that.
         """
@@ -199,7 +200,10 @@ class Scheduler:
             if ready:
                 self._drive(self._hooks)
             elif self._pending:
-                yield FLUSH
+                if flush is None:
+                    yield FLUSH
+                else:
+                    flush()  # a driver that flushes inline saves a generator switch per round
             elif runs:
                 yield IDLE
                 continue
@@ -269,11 +273,8 @@ class Scheduler:
             for inst in insts:
                 inst.run_started(self)
             self.add_run(run)
-            for need in self.rounds():
-                if need == FLUSH:
-                    self.flush_round()
-                else:
-                    self.unstick(root)
+            for _ in self.rounds(self.flush_round):
+                self.unstick(root)  # IDLE: nothing can run, nothing is pending
         except BaseException as interrupt_:
             note_close_errors(interrupt_, self.abort([root]))
             raise

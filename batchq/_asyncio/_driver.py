@@ -1,7 +1,7 @@
 """batchq from asyncio: ``await f.asyncio(x)`` drives the one round loop from an event loop.
 
-Each event loop has one *driver*: a scheduler and a runner task that iterates
-:meth:`Scheduler.rounds`, the same loop a synchronous call runs. Where the synchronous driver
+Each event loop has one *driver*: a scheduler and a runner task that steps
+:meth:`Scheduler.advance`, the same loop a synchronous call runs. Where the synchronous driver
 flushes inline, this one flushes in a worker thread, so a blocking fetch never stalls the loop;
 where the synchronous driver would report a deadlock, this one first waits for the asyncio work
 that batchq tasks wait on (``from_asyncio``).
@@ -29,6 +29,7 @@ from .._core._graph import reachable_tasks, wake
 from .._core._instruments import Instrument, set_installed, strict_mode
 from .._core._instruments import installed_instruments as _installed
 from .._core._loop import (
+    DONE,
     FLUSH,
     Scheduler,
     note_close_errors,
@@ -196,7 +197,10 @@ class Driver:
         sched = self.sched
         self._take_in()
         joined = False
-        for need in sched.rounds():
+        while True:
+            need = sched.advance()  # the one round loop, up to where this driver must act
+            if need == DONE:
+                return
             if need == FLUSH:
                 if not joined:
                     # Calls about to start (already scheduled on the loop) join this round.
@@ -204,7 +208,9 @@ class Driver:
                     await asyncio.sleep(0)
                     self._take_in()
                     if sched._ready:
-                        continue  # drive them first; the loop asks to flush again
+                        # Drive them first; the loop asks to flush again, and (joined being
+                        # True) that flush goes ahead.
+                        continue
                 joined = False
                 await self._flush()
             elif self.outstanding or self.finished or self.incoming or self.abandoned:

@@ -4,12 +4,13 @@ One round: run every runnable task until it blocks; then flush every pending bat
 source; then resume exactly the tasks whose requests completed. Repeat until nothing is left. The
 number of rounds is therefore the depth of the dependency graph in batches, never more.
 
-:meth:`Scheduler.rounds` is that loop. It is a generator that stops where a driver has to act: it
-yields ``FLUSH`` when the round's batches are due and ``IDLE`` when nothing can run, nothing is
-pending, and a run is still unfinished. The synchronous driver (:meth:`Scheduler.run`) flushes
-inline and diagnoses an idle run as a deadlock; the asyncio driver (``batchq._asyncio``) flushes
-in a worker thread and waits on the event loop while asyncio work is outstanding. Neither repeats
-the loop's bookkeeping.
+:meth:`Scheduler.advance` is that loop. It is a step function that runs until a driver has to
+act: it returns ``FLUSH`` when the round's batches are due (unless the driver handed it a ``flush``
+to call inline), ``IDLE`` when a run is unfinished but nothing can run and nothing is pending, and
+``DONE`` when nothing is left. The synchronous driver (:meth:`Scheduler.run`) flushes inline and
+diagnoses an unfinished root as a deadlock; the asyncio driver (``batchq._asyncio``) flushes in a
+worker thread and waits on the event loop while asyncio work is outstanding. Neither repeats the
+loop's bookkeeping.
 
 A *run* (:class:`~batchq._core._runtime.Run`) is one synchronous call or one asyncio request. A
 scheduler may carry several runs at once (the asyncio driver does), which then share rounds; a
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import time
 from _thread import get_ident
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from inspect import GEN_CREATED, getgeneratorstate
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -64,7 +65,16 @@ from ._instruments import (
     strict_mode,
     task_hooks,
 )
-from ._runtime import Run, current_scheduler, install_entry, reset_current, run_of, set_current
+from ._instruments import _instruments as _instruments_var
+from ._runtime import (
+    Run,
+    current_scheduler,
+    install_entry,
+    reset_current,
+    run_of,
+    scheduler_var,
+    set_current,
+)
 from ._task import AsyncTask
 
 if TYPE_CHECKING:
@@ -72,6 +82,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Scheduler",
+    "DONE",
     "FLUSH",
     "IDLE",
     "get_scheduler",
@@ -88,6 +99,7 @@ T = TypeVar("T")
 _AGGREGATES: Final = (list, tuple, dict)
 
 # What the round loop asks its driver for.
+DONE: Final = 0  # nothing runnable or pending, no run in flight
 FLUSH: Final = 1  # flush the round's pending batches (Scheduler.flush_round), then resume
 IDLE: Final = 2  # nothing runnable or pending, a run unfinished: wait for outside work or unstick
 
@@ -182,14 +194,15 @@ class Scheduler:
 
     # -- the round loop -------------------------------------------------------------------------
 
-    def rounds(self, flush: Callable[[], None] | None = None) -> Generator[int, None, None]:
-        """THE round loop: drive, flush (by the driver), resume; until nothing is left.
+    def advance(self, flush: Callable[[], None] | None = None) -> int:
+        """THE round loop: drive, flush, resume, until a driver has to act; returns why it stopped.
 
-        Yields ``FLUSH`` when this round's batches are due (or calls ``flush``, for a driver that
-        flushes inline) and ``IDLE`` when a run is unfinished but nothing can run and nothing is
-        pending. Returns when no run is in flight and nothing
-        is runnable or pending: requests nobody waited on (a write issued and not yielded) still
-        go out before that.
+        Returns ``FLUSH`` when this round's batches are due and ``flush`` is None (a driver that
+        flushes elsewhere, e.g. in a worker thread, then calls ``advance()`` again); with a
+        ``flush``, calls it inline and goes on. Returns ``IDLE`` when a run is unfinished but
+        nothing can run and nothing is pending, and ``DONE`` when nothing is runnable or pending
+        and no run is in flight: requests nobody waited on (a write issued and not yielded) have
+        gone out by then.
         """
         # The same list objects for the scheduler's life (cleared, never replaced); _pending is
         # replaced by every flush.
@@ -197,24 +210,22 @@ class Scheduler:
         ready = self._ready
         none = NOT_COMPUTED
         while True:
-            if ready:
-                self._drive(self._hooks)
-            elif self._pending:
-                if flush is None:
-                    yield FLUSH
-                else:
-                    flush()  # a driver that flushes inline saves a generator switch per round
-            elif runs:
-                yield IDLE
-                continue
-            else:
-                return
-            # Has a run's root finished? (One run, one check, in a synchronous call.)
+            # Has a run's root finished? (No run, or one, in a synchronous call: cheap.)
             for run in runs:
                 root = run.root
                 if root is None or root._value is not none:
                     self._settle()
                     break
+            if ready:
+                self._drive(self._hooks)
+            elif self._pending:
+                if flush is None:
+                    return FLUSH
+                flush()
+            elif runs:
+                return IDLE
+            else:
+                return DONE
 
     def add_run(self, run: Run) -> None:
         """Start ``run``: its root joins the current round."""
@@ -259,38 +270,61 @@ class Scheduler:
     # -- the synchronous driver -----------------------------------------------------------------
 
     def run(self, root: FutureBase[Any]) -> None:
-        """Run rounds until ``root`` is computed. Its value or error is left on ``root``."""
+        """Run rounds until ``root`` is computed. Its value or error is left on ``root``.
+
+        The synchronous driver: it flushes inline, and when the loop is done with ``root``
+        unfinished, diagnoses the deadlock. Its run is not in ``_runs`` (the loop ends when
+        nothing is left, which is when a synchronous run ends); the ``Run`` object itself is
+        made only if something asks for it (``current_run()``: the Cache's per-run memory).
+        """
         if self._running:
             msg = f"{self!r} is already running; use run_future() for nested runs"
             raise RuntimeError(msg)
-        insts = installed_instruments()
-        before = self.stats()
-        run = Run(root, self.parent_run)
+        insts = _instruments_var.get()
+        rounds, batches, items, tasks, nested = (
+            self._rounds,
+            self._batches,
+            self._items,
+            self._tasks,
+            self._nested_runs,
+        )
         self._running = True
-        self.ambient_run = run
-        self.set_instruments(insts)
+        if insts:
+            self.set_instruments(insts)
         try:
             for inst in insts:
                 inst.run_started(self)
-            self.add_run(run)
-            for _ in self.rounds(self.flush_round):
-                self.unstick(root)  # IDLE: nothing can run, nothing is pending
+            self._start_root(root)
+            flush = self.flush_round
+            while True:
+                self.advance(flush)
+                if root._value is not NOT_COMPUTED:
+                    break
+                self.unstick(root)  # nothing can run and nothing is pending, yet root is not done
         except BaseException as interrupt_:
             note_close_errors(interrupt_, self.abort([root]))
             raise
         finally:
             self._running = False
-            self._runs.clear()
+            run = self.ambient_run
             self.ambient_run = None
-            run.end()
+            if run is not None:
+                run.end()
             self._switch_frame(None)
             self.active_task = None
-            self.set_instruments(())
-            self.last_run = self.stats() - before
+            if insts:
+                self.set_instruments(())
+            self.last_run = last = RunStats(
+                self._rounds - rounds,
+                self._batches - batches,
+                self._items - items,
+                self._tasks - tasks,
+                self._nested_runs - nested,
+            )
             # Also when interrupted: an instrument sees every run end, counted up to the abort.
             for inst in insts:
-                inst.run_finished(self, self.last_run)
-        if run.forgotten and self.parent_run is None:
+                inst.run_finished(self, last)
+        if run is not None and run.forgotten and self.parent_run is None:
             raise unyielded_error(run.forgotten)
 
     def _start_root(self, root: FutureBase[Any]) -> None:
@@ -896,7 +930,11 @@ def run_sync(fut: FutureBase[T]) -> T:
 
 def run_future(fut: FutureBase[Any]) -> None:
     """Compute ``fut`` synchronously: the entry from plain code into the scheduler."""
-    sched = get_scheduler()
+    # get_scheduler() and current_scheduler() inlined (keep in sync): once per f(x).
+    sched = scheduler_var.get()
+    if sched is None or sched._thread != get_ident():
+        sched = Scheduler()
+        set_current(sched)
     if not sched._running:
         sched.run(fut)
         return

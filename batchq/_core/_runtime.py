@@ -98,14 +98,20 @@ def current_run() -> Run | None:
 
 
 def run_of(sched: Scheduler) -> Run | None:
-    """The run of the code ``sched`` is running now (its task's, else the one it is starting)."""
+    """The run of the code ``sched`` is running now (its task's, else the one it is starting).
+
+    A synchronous run makes its ``Run`` here, on first use: most runs never ask for one.
+    """
     # While a task runs, the scheduler's frame is that task's (the loop switches it).
     frame = sched._frame
     if frame is not None:
         run = frame.run
         if run is not None:
             return run
-    return sched.ambient_run
+    run = sched.ambient_run
+    if run is None and sched._running and not sched._runs:
+        run = sched.ambient_run = Run(None, sched.parent_run)
+    return run
 
 
 def _no_entry(fut: FutureBase[Any]) -> None:

@@ -128,6 +128,37 @@ def test_sequential_awaits_and_a_second_loop_each_work() -> None:
     assert fetch.calls == [[1], [2], [1], [2]]
 
 
+def test_a_loop_run_again_from_another_thread_keeps_its_driver_current() -> None:
+    # The driver's scheduler was bound to the thread that first ran the loop: run from a new
+    # thread, its tasks found no current scheduler or run (no read-your-writes scope, nested
+    # calls not counted, from_asyncio not bridged to the loop).
+    from batchq._core._runtime import current_run
+
+    async def where() -> int:
+        return threading.get_ident()
+
+    @asynq()
+    def probe() -> Generator[Any, Any, tuple[bool, bool, bool]]:
+        ran_on = yield from_asyncio(where())
+        return (
+            batchq.get_active_task() is not None,
+            current_run() is not None,
+            ran_on == threading.get_ident(),  # bridged: ran on the loop, not a private one
+        )
+
+    loop = asyncio.new_event_loop()
+    try:
+        results = [loop.run_until_complete(probe.asyncio())]
+        thread = threading.Thread(
+            target=lambda: results.append(loop.run_until_complete(probe.asyncio()))
+        )
+        thread.start()
+        thread.join(HANG_GUARD_SECONDS)
+    finally:
+        loop.close()
+    assert results == [(True, True, True), (True, True, True)]
+
+
 # -- every kind of batchq function ---------------------------------------------------------------
 
 

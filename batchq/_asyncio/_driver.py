@@ -158,8 +158,19 @@ class Driver:
 
     # -- the runner -----------------------------------------------------------------------------
 
+    def _follow_thread(self) -> None:
+        """After each wait: the loop may now run in another thread (``run_until_complete`` from
+        a new thread), and the scheduler must move with it, or task code would not find it
+        current (``current_scheduler`` checks the thread) and would start a scheduler of its own.
+        """
+        ident = get_ident()
+        if ident != self.sched._thread:
+            self.thread = ident
+            self.sched._thread = ident
+
     async def _run(self) -> None:
         sched = self.sched
+        self._follow_thread()
         set_current(sched)
         running_driver.set(self)
         sched._running = True
@@ -202,6 +213,7 @@ class Driver:
                     # Calls about to start (already scheduled on the loop) join this round.
                     joined = True
                     await asyncio.sleep(0)
+                    self._follow_thread()
                     self._take_in()
                     if sched._ready:
                         continue  # drive them first; the loop asks to flush again
@@ -213,6 +225,7 @@ class Driver:
                 self.wake.clear()
             else:
                 self._unstick()
+            self._follow_thread()
             self._take_in()
 
     def _take_in(self) -> None:

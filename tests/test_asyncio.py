@@ -623,6 +623,40 @@ def test_strict_mode_and_nested_runs_under_asyncio() -> None:
     run(main)
 
 
+def test_strict_mode_is_per_call_not_shared_with_concurrent_calls() -> None:
+    # Strict mode used to be installed as the union of the calls in flight: a lax request that
+    # happened to share a round with a strict one failed with SyncCallInAsyncError.
+    loader: Loader[int, int] = Loader(lambda keys: list(keys))
+
+    @asynq()
+    def splits(k: int) -> Generator[Any, Any, int]:
+        first = loader.load(k)  # a synchronous call inside a running task
+        return first + (yield loader.load.asynq(k + 1))
+
+    @asynq()
+    def clean(k: int) -> Generator[Any, Any, int]:
+        a = yield loader.load.asynq(k)
+        return a + (yield loader.load.asynq(k + 1))
+
+    async def strict_caller(f: Any) -> int:
+        with bq_debug.strict():
+            return await f.asyncio(10)  # type: ignore[no-any-return]
+
+    async def main() -> list[object]:
+        return list(
+            await asyncio.gather(
+                strict_caller(clean),
+                splits.asyncio(1),
+                strict_caller(splits),
+                return_exceptions=True,
+            )
+        )
+
+    lax_ok, lax, strict_fails = run(main)
+    assert (lax_ok, lax) == (21, 3)
+    assert isinstance(strict_fails, batchq.SyncCallInAsyncError)
+
+
 def test_instruments_of_an_asyncio_caller_see_its_rounds() -> None:
     loader: Loader[int, int] = Loader(lambda keys: list(keys), name="numbers")
     recorder = bq_debug.TraceRecorder()

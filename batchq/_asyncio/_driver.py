@@ -121,7 +121,7 @@ class Driver:
         # Strong references to every asyncio task this driver creates: the loop keeps weak ones.
         self.tasks: set[asyncio.Task[Any]] = set()
         self.told: list[Instrument] = []  # instruments told run_started by this runner
-        self.tuned = False  # whether a call in flight brought instruments or strict mode
+        self.tuned = False  # whether a call in flight brought instruments
 
     def keep(self, task: asyncio.Task[Any]) -> None:
         self.tasks.add(task)
@@ -244,7 +244,7 @@ class Driver:
         for call in calls:
             if call.future.done():
                 continue  # its caller was cancelled before it started
-            run = Run()
+            run = Run(strict=call.strict)
             sched.ambient_run = run  # what make() requests belongs to this call's run
             try:
                 fut = call.make()
@@ -263,24 +263,24 @@ class Driver:
             call.run = run
             self.calls[run] = call
             sched.add_run(run)
-            if call.instruments or call.strict:
+            if call.instruments:
                 self.tuned = True
         if self.tuned:
             self._retune()
 
     def _retune(self) -> None:
-        """Install the union of the instruments, and strict mode, of the calls in flight."""
+        """Install the union of the instruments of the calls in flight (they share rounds).
+
+        Strict mode is not installed here: it is each call's own (``Run.strict``).
+        """
         found: dict[int, Instrument] = {}
-        strict = False
         for call in self.calls.values():
             for inst in call.instruments:
                 found.setdefault(id(inst), inst)
-            strict = strict or call.strict
         insts = tuple(found.values())
-        self.tuned = bool(insts) or strict
+        self.tuned = bool(insts)
         # Installed in the runner's context too: nested runs started by task code see them.
         set_installed(insts)
-        strict_mode.set(strict)
         for inst in insts:
             if not any(inst is t for t in self.told):
                 self.told.append(inst)

@@ -269,7 +269,7 @@ class Scheduler:
             raise RuntimeError(msg)
         insts = installed_instruments()
         before = self.stats()
-        run = Run(root, self.parent_run)
+        run = Run(root, self.parent_run, strict_mode.get())
         self._running = True
         self.ambient_run = run
         self.set_instruments(insts)
@@ -951,7 +951,8 @@ def run_future(fut: FutureBase[Any]) -> None:
     sched._nested_runs += 1
     for inst in installed_instruments():
         inst.nested_run(sched, caller)
-    if strict_mode.get():
+    run = run_of(sched)
+    if strict_mode.get() or (run is not None and run.strict):
         where = caller.call_str() if caller is not None else "a running task"
         frame = getattr(caller._gen, "gi_frame", None) if caller is not None else None
         if frame is not None:
@@ -964,7 +965,7 @@ def run_future(fut: FutureBase[Any]) -> None:
         raise SyncCallInAsyncError(msg)
     inner = Scheduler()
     inner.caller = caller
-    inner.parent_run = run_of(sched)
+    inner.parent_run = run
     token = set_current(inner)
     try:
         inner.run(fut)

@@ -602,6 +602,29 @@ def test_a_dependency_cycle_is_reported_to_the_caller() -> None:
     run(main)
 
 
+def test_a_stuck_run_is_reported_after_unawaited_asyncio_work_ends() -> None:
+    # The runner waits for outstanding asyncio work before it diagnoses a stuck run; work that
+    # nobody waited on ended without waking it, so the caller hung instead of getting the error.
+    holder: dict[str, batchq.AsyncTask[int]] = {}
+
+    @asynq()
+    def waits_on_itself() -> Generator[Any, Any, int]:
+        return (yield holder["task"])
+
+    @asynq()
+    def root() -> Generator[Any, Any, int]:
+        side = from_asyncio(asyncio.sleep(0.01))  # started at once, never yielded
+        holder["task"] = waits_on_itself.asynq()
+        value = yield holder["task"]
+        return value + (yield side)  # type: ignore[no-any-return]
+
+    async def main() -> None:
+        with pytest.raises(batchq.DependencyCycleError):
+            await asyncio.wait_for(root.asyncio(), HANG_GUARD_SECONDS)
+
+    run(main)
+
+
 def test_strict_mode_and_nested_runs_under_asyncio() -> None:
     loader: Loader[int, int] = Loader(lambda keys: list(keys))
 

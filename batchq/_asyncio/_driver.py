@@ -349,9 +349,14 @@ class Driver:
         else:
             fut._value = None
             fut._error = value
-        if fut._waiters is not None and self.runner is not None:
-            self.finished.append(fut)
-            self._wake()
+        if self.runner is not None:
+            if fut._waiters is not None:
+                self.finished.append(fut)
+                self._wake()
+            elif not self.outstanding:
+                # Nobody waited on it, but the runner may be waiting for outside work to end
+                # before it diagnoses a stuck run: there is none left now.
+                self._wake()
 
     def _resume_bridged(self) -> None:
         finished = self.finished

@@ -696,6 +696,33 @@ def test_instruments_of_an_asyncio_caller_see_its_rounds() -> None:
     assert runs[0]["args"]["rounds"] == 1
 
 
+def test_an_instrument_hears_its_call_finish_while_other_calls_go_on() -> None:
+    # run_finished used to wait until the driver went idle: under steady load, never.
+    loader: Loader[int, int] = Loader(lambda keys: list(keys))
+    finished: list[tuple[str, int]] = []
+
+    class Recorder(bq_debug.Instrument):
+        def run_finished(self, scheduler: Any, stats: Any) -> None:
+            finished.append(("finished", stats.rounds))
+
+    @asynq()
+    def slow() -> Generator[Any, Any, int]:
+        yield from_asyncio(asyncio.sleep(0.2))
+        return (yield loader.load.asynq(1))  # type: ignore[no-any-return]
+
+    async def main() -> list[tuple[str, int]]:
+        background = asyncio.ensure_future(slow.asyncio())
+        await asyncio.sleep(0.01)
+        with bq_debug.instrument(Recorder()):
+            assert await loader.load.asyncio(5) == 5
+        seen = list(finished)
+        assert await background == 1
+        return seen
+
+    assert run(main) == [("finished", 1)]
+    assert finished == [("finished", 1)]  # told once, counting its own round only
+
+
 def test_from_asyncio_on_a_method_and_a_sync_call_inside_a_driver_task() -> None:
     class Service:
         def __init__(self, factor: int) -> None:

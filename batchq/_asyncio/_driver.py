@@ -26,7 +26,7 @@ from .._core._errors import AsyncTaskCancelledError, DeadlockError
 from .._core._format import note_async_chain
 from .._core._futures import NOT_COMPUTED, FutureBase
 from .._core._graph import reachable_tasks, wake
-from .._core._instruments import Instrument, set_installed, strict_mode
+from .._core._instruments import Instrument, RunStats, set_installed, strict_mode
 from .._core._instruments import installed_instruments as _installed
 from .._core._loop import (
     FLUSH,
@@ -120,7 +120,10 @@ class Driver:
         self.outstanding = 0  # asyncio work started and not finished
         # Strong references to every asyncio task this driver creates: the loop keeps weak ones.
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.told: list[Instrument] = []  # instruments told run_started by this runner
+        # Instruments told run_started, with the scheduler's totals then: each is told
+        # run_finished as soon as no call in flight has it (not when the runner goes idle, which
+        # under steady load is never).
+        self.told: list[tuple[Instrument, RunStats]] = []
         self.tuned = False  # whether a call in flight brought instruments
 
     def keep(self, task: asyncio.Task[Any]) -> None:
@@ -190,15 +193,11 @@ class Driver:
             self.runner = None
             self.wake = None
             self.loop = None
-            sched.last_run = last = sched.stats() - before
+            sched.last_run = sched.stats() - before
             told = self.told
             self.told = []
             self.tuned = False
-            for inst in told:
-                try:
-                    inst.run_finished(sched, last)
-                except Exception as e:
-                    report(e, f"{inst!r}.run_finished() raised")
+            _tell_finished(sched, told)
 
     async def _rounds(self) -> None:
         """Iterate the scheduler's round loop; flush in a worker thread, wait on the loop."""
@@ -281,11 +280,17 @@ class Driver:
         self.tuned = bool(insts)
         # Installed in the runner's context too: nested runs started by task code see them.
         set_installed(insts)
+        sched = self.sched
+        kept = [(t, before) for t, before in self.told if any(t is i for i in insts)]
+        if len(kept) != len(self.told):
+            gone = [(t, before) for t, before in self.told if not any(t is i for i in insts)]
+            self.told = kept
+            _tell_finished(sched, gone)
         for inst in insts:
-            if not any(inst is t for t in self.told):
-                self.told.append(inst)
-                inst.run_started(self.sched)
-        self.sched.set_instruments(insts)
+            if not any(inst is t for t, _ in self.told):
+                self.told.append((inst, sched.stats()))
+                inst.run_started(sched)
+        sched.set_instruments(insts)
 
     def _run_done(self, run: Run) -> None:
         """The scheduler ended ``run``: answer its caller."""
@@ -326,6 +331,8 @@ class Driver:
             self._close(reachable_tasks([root], []), e)
             if call is not None and not call.future.done():
                 call.future.set_exception(e)
+            if self.tuned:
+                self._retune()
 
     # -- asyncio work started from batchq code --------------------------------------------------
 
@@ -446,6 +453,15 @@ def _deliver(call: _Call, root: FutureBase[Any]) -> None:
         wrapped = RuntimeError(f"{name} failed with {err!r}")
         wrapped.__cause__ = err
         future.set_exception(wrapped)
+
+
+def _tell_finished(sched: Scheduler, told: list[tuple[Instrument, RunStats]]) -> None:
+    now = sched.stats()
+    for inst, before in told:
+        try:
+            inst.run_finished(sched, now - before)
+        except Exception as e:
+            report(e, f"{inst!r}.run_finished() raised")
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

@@ -90,6 +90,27 @@ def test_blocking_fetch_never_runs_on_the_loop_thread() -> None:
     assert loop_thread[0] not in fetch.threads
 
 
+def test_flushes_run_even_when_the_default_executor_is_saturated() -> None:
+    # Flushes used the loop's default executor: when its threads were all blocked waiting for a
+    # batchq result (sync code in asyncio.to_thread calling back into the loop), no flush could
+    # run and every one of them waited forever.
+    import concurrent.futures
+
+    loader: Loader[int, int] = Loader(lambda keys: [k * 2 for k in keys])
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(2))
+
+        def sync_handler(k: int) -> int:
+            future = asyncio.run_coroutine_threadsafe(loader.load.asyncio(k), loop)
+            return future.result(timeout=5)
+
+        return list(await asyncio.gather(*(asyncio.to_thread(sync_handler, k) for k in (1, 2))))
+
+    assert run(main) == [2, 4]
+
+
 def test_calls_arriving_during_a_flush_join_the_next_round() -> None:
     release = threading.Event()
     entered = threading.Event()

@@ -41,6 +41,7 @@ from ._work import AsyncioFuture, outcome, report, run_one, running_driver
 
 if TYPE_CHECKING:
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["run_in_loop", "Driver", "drivers"]
 
@@ -118,6 +119,7 @@ class Driver:
         self.abandoned: list[_Call] = []
         self.finished: list[AsyncioFuture[Any]] = []  # asyncio work done, waiters to resume
         self.outstanding = 0  # asyncio work started and not finished
+        self.pool: ThreadPoolExecutor | None = None  # the flush thread, started on first use
         # Strong references to every asyncio task this driver creates: the loop keeps weak ones.
         self.tasks: set[asyncio.Task[Any]] = set()
         # Instruments told run_started, with the scheduler's totals then: each is told
@@ -307,7 +309,15 @@ class Driver:
         import asyncio
 
         loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(None, contextvars.copy_context().run, self.sched.flush_round)
+        pool = self.pool
+        if pool is None:
+            # The driver's own thread, not the loop's default executor: threads of that one may
+            # all be blocked waiting for a batchq result (asyncio.to_thread code calling back
+            # into the loop), and then no flush could ever run. One flush runs at a time.
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = self.pool = ThreadPoolExecutor(1, thread_name_prefix="batchq-flush")
+        work = loop.run_in_executor(pool, contextvars.copy_context().run, self.sched.flush_round)
         try:
             await asyncio.shield(work)
         except asyncio.CancelledError:

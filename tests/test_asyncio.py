@@ -570,6 +570,36 @@ def test_cancelling_a_caller_during_a_flush_leaves_other_callers_alone() -> None
     assert sorted(closed) == [1, 2]
 
 
+def test_a_driver_cancelled_before_it_ran_still_serves_later_calls() -> None:
+    # A shutdown handler or test teardown that cancels every task can cancel the driver's
+    # runner before its first step; its cleanup never ran, and every later call on that loop
+    # waited forever.
+    loader: Loader[int, int] = Loader(lambda keys: list(keys))
+
+    async def cancel_everything() -> bool:
+        pending = asyncio.ensure_future(loader.load.asyncio(1))
+        await asyncio.sleep(0)  # the call is submitted: the runner exists but has not run
+        me = asyncio.current_task()
+        for task in asyncio.all_tasks():
+            if task is not me:
+                task.cancel()
+        try:
+            await pending
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    async def later() -> int:
+        return await asyncio.wait_for(loader.load.asyncio(2), 5)
+
+    loop = asyncio.new_event_loop()  # one loop for both, as asyncio.Runner (3.11+) keeps
+    try:
+        assert loop.run_until_complete(cancel_everything())
+        assert loop.run_until_complete(later()) == 2
+    finally:
+        loop.close()
+
+
 def test_a_pending_caller_at_loop_shutdown_is_closed_without_warnings() -> None:
     closed: list[str] = []
 

@@ -141,6 +141,9 @@ class Driver:
         if self.runner is not None:
             self._wake()
             return
+        self._start_runner(loop)
+
+    def _start_runner(self, loop: asyncio.AbstractEventLoop) -> None:
         import asyncio
 
         self.loop = loop
@@ -154,6 +157,19 @@ class Driver:
         # An interrupt (KeyboardInterrupt) propagates out of the loop and reaches the caller of
         # asyncio.run(); the runner task that carried it must not be reported as unretrieved.
         runner.add_done_callback(_retrieve)
+        runner.add_done_callback(functools.partial(self._runner_ended, loop))
+
+    def _runner_ended(self, loop: asyncio.AbstractEventLoop, runner: asyncio.Task[Any]) -> None:
+        if self.runner is not runner:
+            return  # _run cleaned up after itself (the usual end)
+        # Cancelled before its first step (a shutdown handler cancelling every task), so _run's
+        # cleanup never ran: without this, every later call on this loop would wait forever.
+        self.runner = None
+        self.wake = None
+        self.loop = None
+        self.incoming = [call for call in self.incoming if not call.future.done()]
+        if self.incoming and not loop.is_closed():
+            self._start_runner(loop)  # calls whose callers still wait
 
     def abandon(self, call: _Call) -> None:
         """The caller stopped waiting: close what only its call needed (done by the runner)."""

@@ -570,6 +570,38 @@ def test_cancelling_a_caller_during_a_flush_leaves_other_callers_alone() -> None
     assert sorted(closed) == [1, 2]
 
 
+def test_a_call_taken_in_between_rounds_is_made_in_its_own_run() -> None:
+    # make() ran with the frame of the task driven last still current, so what a call such as
+    # cache.get.asyncio(k) requested there belonged to another request's run (its
+    # read-your-writes memory included).
+    from batchq._asyncio._driver import run_in_loop
+    from batchq._core._runtime import current_run
+
+    loader: Loader[int, int] = Loader(lambda keys: list(keys))
+    seen: dict[str, object] = {}
+
+    @asynq()
+    def first() -> Generator[Any, Any, int]:
+        seen["first"] = current_run()
+        return (yield loader.load.asynq(1))  # type: ignore[no-any-return]
+
+    def make_second() -> batchq.AsyncTask[int]:
+        seen["second"] = current_run()
+        return loader.load.asynq(2)
+
+    async def second() -> int:
+        await asyncio.sleep(0)  # submitted while the runner lets the loop run before a flush
+        return await run_in_loop(make_second)
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(first.asyncio(), second()))
+
+    assert run(main) == [1, 2]
+    assert seen["first"] is not None
+    assert seen["second"] is not None
+    assert seen["second"] is not seen["first"]
+
+
 def test_a_driver_cancelled_before_it_ran_still_serves_later_calls() -> None:
     # A shutdown handler or test teardown that cancels every task can cancel the driver's
     # runner before its first step; its cleanup never ran, and every later call on that loop

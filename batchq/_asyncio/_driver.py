@@ -258,6 +258,9 @@ class Driver:
         calls = self.incoming
         self.incoming = []
         sched = self.sched
+        # No task runs now: the frame left by the last one driven (and with it that task's run)
+        # must not be current while make() runs, or what it requests joins the wrong run.
+        sched._switch_frame(None)
         for call in calls:
             if call.future.done():
                 continue  # its caller was cancelled before it started

@@ -602,6 +602,32 @@ def test_a_call_taken_in_between_rounds_is_made_in_its_own_run() -> None:
     assert seen["second"] is not seen["first"]
 
 
+def test_a_tasks_scoped_override_does_not_leak_to_other_code_on_the_loop() -> None:
+    # The contexts of the task driven last stayed active while the runner waited on the loop:
+    # an unrelated handler (and every bridged coroutine) saw a request's override.
+    user = batchq.AsyncScopedValue("nobody")
+
+    async def peek() -> str:
+        await asyncio.sleep(0.01)
+        return user.get()
+
+    @asynq()
+    def request() -> Generator[Any, Any, str]:
+        with user.override("alice"):
+            seen = yield from_asyncio(peek())
+        return seen  # type: ignore[no-any-return]
+
+    async def other_handler() -> str:
+        await asyncio.sleep(0.005)
+        return user.get()
+
+    async def main() -> list[str]:
+        return list(await asyncio.gather(request.asyncio(), other_handler()))
+
+    assert run(main) == ["nobody", "nobody"]
+    assert request() == "nobody"  # as in a synchronous run: paused while it waits
+
+
 def test_a_driver_cancelled_before_it_ran_still_serves_later_calls() -> None:
     # A shutdown handler or test teardown that cancels every task can cancel the driver's
     # runner before its first step; its cleanup never ran, and every later call on that loop

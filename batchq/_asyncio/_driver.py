@@ -225,6 +225,11 @@ class Driver:
         self._take_in()
         joined = False
         for need in sched.rounds():
+            if sched._frame is not None:
+                # The runner is about to wait: other code runs on the loop meanwhile, and must not
+                # see the contexts (scoped overrides) of the task driven last. Paused here, on the
+                # loop's thread, as a synchronous run pauses them before each flush.
+                sched._switch_frame(None)
             if need == FLUSH:
                 if not joined:
                     # Calls about to start (already scheduled on the loop) join this round.

@@ -455,6 +455,14 @@ def test_endless_recursion_through_a_list_or_a_batch_per_level_stops_at_the_limi
         return (yield via_batch.asynq(n + 1))
 
     @asynq()
+    def via_both(n: int) -> Generator[Any, Any, Any]:
+        yield loader.load.asynq(n)
+        if n > 2000:
+            return "not stopped"
+        (value,) = yield [via_both.asynq(n + 1)]
+        return value
+
+    @asynq()
     def wide(n: int) -> Generator[Any, Any, int]:
         if n == 0:
             return 1
@@ -469,6 +477,10 @@ def test_endless_recursion_through_a_list_or_a_batch_per_level_stops_at_the_limi
         with pytest.raises(batchq.TaskDepthError, match=r"limit of 300.*via_batch\(\d+\)"):
             via_batch(0)
         assert len(fetched) < 400  # stopped near the limit, not at the function's own stop
+        fetched.clear()
+        with pytest.raises(batchq.TaskDepthError, match=r"limit of 300.*via_both\(\d+\)"):
+            via_both(0)
+        assert len(fetched) < 400
         assert wide(11) == 2048  # 4,095 tasks, 12 levels deep: far below the limit
     finally:
         options.MAX_TASK_STACK_SIZE = previous

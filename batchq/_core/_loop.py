@@ -320,10 +320,10 @@ class Scheduler:
         pop = ready.pop
         push = ready.append
         started = 0
+        # The depth guard's count lives in a local during the drive: starts since the last
+        # check are ``started - (check_at - interval)``, carried over from earlier drives.
         interval = limits.first_check
-        carried = self._since_check
-        self._since_check = 0
-        check_at = interval - carried
+        check_at = interval - self._since_check
         none = NOT_COMPUTED
         task_cls = AsyncTask
         item_cls = BatchItemBase
@@ -458,12 +458,16 @@ class Scheduler:
                         err = None
                         continue
                     elif type(y) in aggregates:
+                        # _register counts (and checks) the tasks it starts on the same count.
+                        self._since_check = started - (check_at - interval)
                         try:
                             n = self._register(task, y)
                         except TaskDepthError as e:
                             value = None
                             err = e
                             continue
+                        finally:
+                            check_at = started + interval - self._since_check
                         if n:
                             task._dep = y
                             task._npending = n - 1
@@ -492,8 +496,7 @@ class Scheduler:
                     break
         finally:
             self._tasks += started
-            # Starts since the last check (check_at - interval is where it was, or -carried).
-            self._since_check += started - (check_at - interval)
+            self._since_check = started - (check_at - interval)
             self.active_task = None
 
     def _finish(self, task: AsyncTask[Any], value: Any, hooks: tuple[Instrument, ...]) -> None:

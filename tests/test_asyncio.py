@@ -90,6 +90,27 @@ def test_blocking_fetch_never_runs_on_the_loop_thread() -> None:
     assert loop_thread[0] not in fetch.threads
 
 
+def test_flushes_run_even_when_the_default_executor_is_saturated() -> None:
+    # Flushes used the loop's default executor: when its threads were all blocked waiting for a
+    # batchq result (sync code in asyncio.to_thread calling back into the loop), no flush could
+    # run and every one of them waited forever.
+    import concurrent.futures
+
+    loader: Loader[int, int] = Loader(lambda keys: [k * 2 for k in keys])
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(2))
+
+        def sync_handler(k: int) -> int:
+            future = asyncio.run_coroutine_threadsafe(loader.load.asyncio(k), loop)
+            return future.result(timeout=5)
+
+        return list(await asyncio.gather(*(asyncio.to_thread(sync_handler, k) for k in (1, 2))))
+
+    assert run(main) == [2, 4]
+
+
 def test_calls_arriving_during_a_flush_join_the_next_round() -> None:
     release = threading.Event()
     entered = threading.Event()
@@ -126,6 +147,37 @@ def test_sequential_awaits_and_a_second_loop_each_work() -> None:
     assert run(main) == [2, 3]
     assert run(main) == [2, 3]
     assert fetch.calls == [[1], [2], [1], [2]]
+
+
+def test_a_loop_run_again_from_another_thread_keeps_its_driver_current() -> None:
+    # The driver's scheduler was bound to the thread that first ran the loop: run from a new
+    # thread, its tasks found no current scheduler or run (no read-your-writes scope, nested
+    # calls not counted, from_asyncio not bridged to the loop).
+    from batchq._core._runtime import current_run
+
+    async def where() -> int:
+        return threading.get_ident()
+
+    @asynq()
+    def probe() -> Generator[Any, Any, tuple[bool, bool, bool]]:
+        ran_on = yield from_asyncio(where())
+        return (
+            batchq.get_active_task() is not None,
+            current_run() is not None,
+            ran_on == threading.get_ident(),  # bridged: ran on the loop, not a private one
+        )
+
+    loop = asyncio.new_event_loop()
+    try:
+        results = [loop.run_until_complete(probe.asyncio())]
+        thread = threading.Thread(
+            target=lambda: results.append(loop.run_until_complete(probe.asyncio()))
+        )
+        thread.start()
+        thread.join(HANG_GUARD_SECONDS)
+    finally:
+        loop.close()
+    assert results == [(True, True, True), (True, True, True)]
 
 
 # -- every kind of batchq function ---------------------------------------------------------------
@@ -518,6 +570,94 @@ def test_cancelling_a_caller_during_a_flush_leaves_other_callers_alone() -> None
     assert sorted(closed) == [1, 2]
 
 
+def test_a_call_taken_in_between_rounds_is_made_in_its_own_run() -> None:
+    # make() ran with the frame of the task driven last still current, so what a call such as
+    # cache.get.asyncio(k) requested there belonged to another request's run (its
+    # read-your-writes memory included).
+    from batchq._asyncio._driver import run_in_loop
+    from batchq._core._runtime import current_run
+
+    loader: Loader[int, int] = Loader(lambda keys: list(keys))
+    seen: dict[str, object] = {}
+
+    @asynq()
+    def first() -> Generator[Any, Any, int]:
+        seen["first"] = current_run()
+        return (yield loader.load.asynq(1))  # type: ignore[no-any-return]
+
+    def make_second() -> batchq.AsyncTask[int]:
+        seen["second"] = current_run()
+        return loader.load.asynq(2)
+
+    async def second() -> int:
+        await asyncio.sleep(0)  # submitted while the runner lets the loop run before a flush
+        return await run_in_loop(make_second)
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(first.asyncio(), second()))
+
+    assert run(main) == [1, 2]
+    assert seen["first"] is not None
+    assert seen["second"] is not None
+    assert seen["second"] is not seen["first"]
+
+
+def test_a_tasks_scoped_override_does_not_leak_to_other_code_on_the_loop() -> None:
+    # The contexts of the task driven last stayed active while the runner waited on the loop:
+    # an unrelated handler (and every bridged coroutine) saw a request's override.
+    user = batchq.AsyncScopedValue("nobody")
+
+    async def peek() -> str:
+        await asyncio.sleep(0.01)
+        return user.get()
+
+    @asynq()
+    def request() -> Generator[Any, Any, str]:
+        with user.override("alice"):
+            seen = yield from_asyncio(peek())
+        return seen  # type: ignore[no-any-return]
+
+    async def other_handler() -> str:
+        await asyncio.sleep(0.005)
+        return user.get()
+
+    async def main() -> list[str]:
+        return list(await asyncio.gather(request.asyncio(), other_handler()))
+
+    assert run(main) == ["nobody", "nobody"]
+    assert request() == "nobody"  # as in a synchronous run: paused while it waits
+
+
+def test_a_driver_cancelled_before_it_ran_still_serves_later_calls() -> None:
+    # A shutdown handler or test teardown that cancels every task can cancel the driver's
+    # runner before its first step; its cleanup never ran, and every later call on that loop
+    # waited forever.
+    loader: Loader[int, int] = Loader(lambda keys: list(keys))
+
+    async def cancel_everything() -> bool:
+        pending = asyncio.ensure_future(loader.load.asyncio(1))
+        await asyncio.sleep(0)  # the call is submitted: the runner exists but has not run
+        me = asyncio.current_task()
+        for task in asyncio.all_tasks():
+            if task is not me:
+                task.cancel()
+        try:
+            await pending
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    async def later() -> int:
+        return await asyncio.wait_for(loader.load.asyncio(2), 5)
+
+    loop = asyncio.new_event_loop()  # one loop for both, as asyncio.Runner (3.11+) keeps
+    try:
+        assert loop.run_until_complete(cancel_everything())
+        assert loop.run_until_complete(later()) == 2
+    finally:
+        loop.close()
+
+
 def test_a_pending_caller_at_loop_shutdown_is_closed_without_warnings() -> None:
     closed: list[str] = []
 
@@ -571,6 +711,29 @@ def test_a_dependency_cycle_is_reported_to_the_caller() -> None:
     run(main)
 
 
+def test_a_stuck_run_is_reported_after_unawaited_asyncio_work_ends() -> None:
+    # The runner waits for outstanding asyncio work before it diagnoses a stuck run; work that
+    # nobody waited on ended without waking it, so the caller hung instead of getting the error.
+    holder: dict[str, batchq.AsyncTask[int]] = {}
+
+    @asynq()
+    def waits_on_itself() -> Generator[Any, Any, int]:
+        return (yield holder["task"])
+
+    @asynq()
+    def root() -> Generator[Any, Any, int]:
+        side = from_asyncio(asyncio.sleep(0.01))  # started at once, never yielded
+        holder["task"] = waits_on_itself.asynq()
+        value = yield holder["task"]
+        return value + (yield side)  # type: ignore[no-any-return]
+
+    async def main() -> None:
+        with pytest.raises(batchq.DependencyCycleError):
+            await asyncio.wait_for(root.asyncio(), HANG_GUARD_SECONDS)
+
+    run(main)
+
+
 def test_strict_mode_and_nested_runs_under_asyncio() -> None:
     loader: Loader[int, int] = Loader(lambda keys: list(keys))
 
@@ -592,6 +755,40 @@ def test_strict_mode_and_nested_runs_under_asyncio() -> None:
     run(main)
 
 
+def test_strict_mode_is_per_call_not_shared_with_concurrent_calls() -> None:
+    # Strict mode used to be installed as the union of the calls in flight: a lax request that
+    # happened to share a round with a strict one failed with SyncCallInAsyncError.
+    loader: Loader[int, int] = Loader(lambda keys: list(keys))
+
+    @asynq()
+    def splits(k: int) -> Generator[Any, Any, int]:
+        first = loader.load(k)  # a synchronous call inside a running task
+        return first + (yield loader.load.asynq(k + 1))
+
+    @asynq()
+    def clean(k: int) -> Generator[Any, Any, int]:
+        a = yield loader.load.asynq(k)
+        return a + (yield loader.load.asynq(k + 1))
+
+    async def strict_caller(f: Any) -> int:
+        with bq_debug.strict():
+            return await f.asyncio(10)  # type: ignore[no-any-return]
+
+    async def main() -> list[object]:
+        return list(
+            await asyncio.gather(
+                strict_caller(clean),
+                splits.asyncio(1),
+                strict_caller(splits),
+                return_exceptions=True,
+            )
+        )
+
+    lax_ok, lax, strict_fails = run(main)
+    assert (lax_ok, lax) == (21, 3)
+    assert isinstance(strict_fails, batchq.SyncCallInAsyncError)
+
+
 def test_instruments_of_an_asyncio_caller_see_its_rounds() -> None:
     loader: Loader[int, int] = Loader(lambda keys: list(keys), name="numbers")
     recorder = bq_debug.TraceRecorder()
@@ -606,6 +803,33 @@ def test_instruments_of_an_asyncio_caller_see_its_rounds() -> None:
     runs = [e for e in recorder.events() if e.get("name") == "run"]
     assert len(runs) == 1
     assert runs[0]["args"]["rounds"] == 1
+
+
+def test_an_instrument_hears_its_call_finish_while_other_calls_go_on() -> None:
+    # run_finished used to wait until the driver went idle: under steady load, never.
+    loader: Loader[int, int] = Loader(lambda keys: list(keys))
+    finished: list[tuple[str, int]] = []
+
+    class Recorder(bq_debug.Instrument):
+        def run_finished(self, scheduler: Any, stats: Any) -> None:
+            finished.append(("finished", stats.rounds))
+
+    @asynq()
+    def slow() -> Generator[Any, Any, int]:
+        yield from_asyncio(asyncio.sleep(0.2))
+        return (yield loader.load.asynq(1))  # type: ignore[no-any-return]
+
+    async def main() -> list[tuple[str, int]]:
+        background = asyncio.ensure_future(slow.asyncio())
+        await asyncio.sleep(0.01)
+        with bq_debug.instrument(Recorder()):
+            assert await loader.load.asyncio(5) == 5
+        seen = list(finished)
+        assert await background == 1
+        return seen
+
+    assert run(main) == [("finished", 1)]
+    assert finished == [("finished", 1)]  # told once, counting its own round only
 
 
 def test_from_asyncio_on_a_method_and_a_sync_call_inside_a_driver_task() -> None:

@@ -426,6 +426,67 @@ def test_endless_recursion_stops_at_the_depth_limit_with_the_calls_named() -> No
         options.MAX_TASK_STACK_SIZE = 0
 
 
+def test_endless_recursion_through_a_list_or_a_batch_per_level_stops_at_the_limit() -> None:
+    # The guard once counted only tasks yielded alone, and only within one drive (one round):
+    # `yield [f.asynq(...)]` recursed until memory ran out, and a recursion that waits on a batch
+    # at every level (one task per round) never stopped.
+    from batchq.compat.debug import options
+
+    fetched: list[int] = []
+
+    def fetch(keys: list[int]) -> list[int]:
+        fetched.extend(keys)
+        return list(keys)
+
+    loader = Loader(fetch)
+
+    @asynq()
+    def via_list(n: int) -> Generator[Any, Any, Any]:
+        if n > 5000:
+            return "not stopped"
+        (value,) = yield [via_list.asynq(n + 1)]
+        return value
+
+    @asynq()
+    def via_batch(n: int) -> Generator[Any, Any, Any]:
+        yield loader.load.asynq(n)
+        if n > 2000:
+            return "not stopped"
+        return (yield via_batch.asynq(n + 1))
+
+    @asynq()
+    def via_both(n: int) -> Generator[Any, Any, Any]:
+        yield loader.load.asynq(n)
+        if n > 2000:
+            return "not stopped"
+        (value,) = yield [via_both.asynq(n + 1)]
+        return value
+
+    @asynq()
+    def wide(n: int) -> Generator[Any, Any, int]:
+        if n == 0:
+            return 1
+        parts = yield [wide.asynq(n - 1), wide.asynq(n - 1)]
+        return sum(parts)  # type: ignore[no-any-return]
+
+    previous = options.MAX_TASK_STACK_SIZE
+    options.MAX_TASK_STACK_SIZE = 300
+    try:
+        with pytest.raises(batchq.TaskDepthError, match=r"limit of 300.*via_list\(\d+\)"):
+            via_list(0)
+        with pytest.raises(batchq.TaskDepthError, match=r"limit of 300.*via_batch\(\d+\)"):
+            via_batch(0)
+        assert len(fetched) < 400  # stopped near the limit, not at the function's own stop
+        fetched.clear()
+        with pytest.raises(batchq.TaskDepthError, match=r"limit of 300.*via_both\(\d+\)"):
+            via_both(0)
+        assert len(fetched) < 400
+        assert wide(11) == 2048  # 4,095 tasks, 12 levels deep: far below the limit
+    finally:
+        options.MAX_TASK_STACK_SIZE = previous
+    assert via_list(4990) == "not stopped"  # the default limit is far away
+
+
 def test_a_deep_chain_below_the_limit_still_runs() -> None:
     @asynq()
     def down(n: int) -> Generator[Any, Any, int]:

@@ -26,7 +26,7 @@ from .._core._errors import AsyncTaskCancelledError, DeadlockError
 from .._core._format import note_async_chain
 from .._core._futures import NOT_COMPUTED, FutureBase
 from .._core._graph import reachable_tasks, wake
-from .._core._instruments import Instrument, set_installed, strict_mode
+from .._core._instruments import Instrument, RunStats, set_installed, strict_mode
 from .._core._instruments import installed_instruments as _installed
 from .._core._loop import (
     DONE,
@@ -42,6 +42,7 @@ from ._work import AsyncioFuture, outcome, report, run_one, running_driver
 
 if TYPE_CHECKING:
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["run_in_loop", "Driver", "drivers"]
 
@@ -119,10 +120,14 @@ class Driver:
         self.abandoned: list[_Call] = []
         self.finished: list[AsyncioFuture[Any]] = []  # asyncio work done, waiters to resume
         self.outstanding = 0  # asyncio work started and not finished
+        self.pool: ThreadPoolExecutor | None = None  # the flush thread, started on first use
         # Strong references to every asyncio task this driver creates: the loop keeps weak ones.
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.told: list[Instrument] = []  # instruments told run_started by this runner
-        self.tuned = False  # whether a call in flight brought instruments or strict mode
+        # Instruments told run_started, with the scheduler's totals then: each is told
+        # run_finished as soon as no call in flight has it (not when the runner goes idle, which
+        # under steady load is never).
+        self.told: list[tuple[Instrument, RunStats]] = []
+        self.tuned = False  # whether a call in flight brought instruments
 
     def keep(self, task: asyncio.Task[Any]) -> None:
         self.tasks.add(task)
@@ -137,6 +142,9 @@ class Driver:
         if self.runner is not None:
             self._wake()
             return
+        self._start_runner(loop)
+
+    def _start_runner(self, loop: asyncio.AbstractEventLoop) -> None:
         import asyncio
 
         self.loop = loop
@@ -150,6 +158,19 @@ class Driver:
         # An interrupt (KeyboardInterrupt) propagates out of the loop and reaches the caller of
         # asyncio.run(); the runner task that carried it must not be reported as unretrieved.
         runner.add_done_callback(_retrieve)
+        runner.add_done_callback(functools.partial(self._runner_ended, loop))
+
+    def _runner_ended(self, loop: asyncio.AbstractEventLoop, runner: asyncio.Task[Any]) -> None:
+        if self.runner is not runner:
+            return  # _run cleaned up after itself (the usual end)
+        # Cancelled before its first step (a shutdown handler cancelling every task), so _run's
+        # cleanup never ran: without this, every later call on this loop would wait forever.
+        self.runner = None
+        self.wake = None
+        self.loop = None
+        self.incoming = [call for call in self.incoming if not call.future.done()]
+        if self.incoming and not loop.is_closed():
+            self._start_runner(loop)  # calls whose callers still wait
 
     def abandon(self, call: _Call) -> None:
         """The caller stopped waiting: close what only its call needed (done by the runner)."""
@@ -159,8 +180,19 @@ class Driver:
 
     # -- the runner -----------------------------------------------------------------------------
 
+    def _follow_thread(self) -> None:
+        """After each wait: the loop may now run in another thread (``run_until_complete`` from
+        a new thread), and the scheduler must move with it, or task code would not find it
+        current (``current_scheduler`` checks the thread) and would start a scheduler of its own.
+        """
+        ident = get_ident()
+        if ident != self.sched._thread:
+            self.thread = ident
+            self.sched._thread = ident
+
     async def _run(self) -> None:
         sched = self.sched
+        self._follow_thread()
         set_current(sched)
         running_driver.set(self)
         sched._running = True
@@ -180,15 +212,11 @@ class Driver:
             self.runner = None
             self.wake = None
             self.loop = None
-            sched.last_run = last = sched.stats() - before
+            sched.last_run = sched.stats() - before
             told = self.told
             self.told = []
             self.tuned = False
-            for inst in told:
-                try:
-                    inst.run_finished(sched, last)
-                except Exception as e:
-                    report(e, f"{inst!r}.run_finished() raised")
+            _tell_finished(sched, told)
 
     async def _rounds(self) -> None:
         """Iterate the scheduler's round loop; flush in a worker thread, wait on the loop."""
@@ -201,11 +229,17 @@ class Driver:
             need = sched.advance()  # the one round loop, up to where this driver must act
             if need == DONE:
                 return
+            if sched._frame is not None:
+                # The runner is about to wait: other code runs on the loop meanwhile, and must not
+                # see the contexts (scoped overrides) of the task driven last. Paused here, on the
+                # loop's thread, as a synchronous run pauses them before each flush.
+                sched._switch_frame(None)
             if need == FLUSH:
                 if not joined:
                     # Calls about to start (already scheduled on the loop) join this round.
                     joined = True
                     await asyncio.sleep(0)
+                    self._follow_thread()
                     self._take_in()
                     if sched._ready:
                         # Drive them first; the loop asks to flush again, and (joined being
@@ -219,6 +253,7 @@ class Driver:
                 self.wake.clear()
             else:
                 self._unstick()
+            self._follow_thread()
             self._take_in()
 
     def _take_in(self) -> None:
@@ -234,10 +269,13 @@ class Driver:
         calls = self.incoming
         self.incoming = []
         sched = self.sched
+        # No task runs now: the frame left by the last one driven (and with it that task's run)
+        # must not be current while make() runs, or what it requests joins the wrong run.
+        sched._switch_frame(None)
         for call in calls:
             if call.future.done():
                 continue  # its caller was cancelled before it started
-            run = Run()
+            run = Run(strict=call.strict)
             sched.ambient_run = run  # what make() requests belongs to this call's run
             try:
                 fut = call.make()
@@ -256,29 +294,35 @@ class Driver:
             call.run = run
             self.calls[run] = call
             sched.add_run(run)
-            if call.instruments or call.strict:
+            if call.instruments:
                 self.tuned = True
         if self.tuned:
             self._retune()
 
     def _retune(self) -> None:
-        """Install the union of the instruments, and strict mode, of the calls in flight."""
+        """Install the union of the instruments of the calls in flight (they share rounds).
+
+        Strict mode is not installed here: it is each call's own (``Run.strict``).
+        """
         found: dict[int, Instrument] = {}
-        strict = False
         for call in self.calls.values():
             for inst in call.instruments:
                 found.setdefault(id(inst), inst)
-            strict = strict or call.strict
         insts = tuple(found.values())
-        self.tuned = bool(insts) or strict
+        self.tuned = bool(insts)
         # Installed in the runner's context too: nested runs started by task code see them.
         set_installed(insts)
-        strict_mode.set(strict)
+        sched = self.sched
+        kept = [(t, before) for t, before in self.told if any(t is i for i in insts)]
+        if len(kept) != len(self.told):
+            gone = [(t, before) for t, before in self.told if not any(t is i for i in insts)]
+            self.told = kept
+            _tell_finished(sched, gone)
         for inst in insts:
-            if not any(inst is t for t in self.told):
-                self.told.append(inst)
-                inst.run_started(self.sched)
-        self.sched.set_instruments(insts)
+            if not any(inst is t for t, _ in self.told):
+                self.told.append((inst, sched.stats()))
+                inst.run_started(sched)
+        sched.set_instruments(insts)
 
     def _run_done(self, run: Run) -> None:
         """The scheduler ended ``run``: answer its caller."""
@@ -295,7 +339,15 @@ class Driver:
         import asyncio
 
         loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(None, contextvars.copy_context().run, self.sched.flush_round)
+        pool = self.pool
+        if pool is None:
+            # The driver's own thread, not the loop's default executor: threads of that one may
+            # all be blocked waiting for a batchq result (asyncio.to_thread code calling back
+            # into the loop), and then no flush could ever run. One flush runs at a time.
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = self.pool = ThreadPoolExecutor(1, thread_name_prefix="batchq-flush")
+        work = loop.run_in_executor(pool, contextvars.copy_context().run, self.sched.flush_round)
         try:
             await asyncio.shield(work)
         except asyncio.CancelledError:
@@ -319,6 +371,8 @@ class Driver:
             self._close(reachable_tasks([root], []), e)
             if call is not None and not call.future.done():
                 call.future.set_exception(e)
+            if self.tuned:
+                self._retune()
 
     # -- asyncio work started from batchq code --------------------------------------------------
 
@@ -342,9 +396,14 @@ class Driver:
         else:
             fut._value = None
             fut._error = value
-        if fut._waiters is not None and self.runner is not None:
-            self.finished.append(fut)
-            self._wake()
+        if self.runner is not None:
+            if fut._waiters is not None:
+                self.finished.append(fut)
+                self._wake()
+            elif not self.outstanding:
+                # Nobody waited on it, but the runner may be waiting for outside work to end
+                # before it diagnoses a stuck run: there is none left now.
+                self._wake()
 
     def _resume_bridged(self) -> None:
         finished = self.finished
@@ -434,6 +493,15 @@ def _deliver(call: _Call, root: FutureBase[Any]) -> None:
         wrapped = RuntimeError(f"{name} failed with {err!r}")
         wrapped.__cause__ = err
         future.set_exception(wrapped)
+
+
+def _tell_finished(sched: Scheduler, told: list[tuple[Instrument, RunStats]]) -> None:
+    now = sched.stats()
+    for inst, before in told:
+        try:
+            inst.run_finished(sched, now - before)
+        except Exception as e:
+            report(e, f"{inst!r}.run_finished() raised")
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

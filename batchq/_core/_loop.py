@@ -75,7 +75,7 @@ from ._runtime import (
     scheduler_var,
     set_current,
 )
-from ._task import AsyncTask
+from ._task import AsyncTask, leaves
 
 if TYPE_CHECKING:
     from ._contexts import ContextFrame
@@ -127,6 +127,7 @@ class Scheduler:
         "_items",
         "_tasks",
         "_nested_runs",
+        "_since_check",
         "last_run",
         "caller",
         "parent_run",
@@ -159,6 +160,9 @@ class Scheduler:
         self._items = 0
         self._tasks = 0
         self._nested_runs = 0
+        # Tasks started since the depth guard last looked (see _Limits), carried across drives:
+        # a recursion that waits on a batch at every level starts one task per drive.
+        self._since_check = 0
         self.last_run: RunStats | None = None
         # For a nested run: the task of the enclosing run that made the synchronous call, and
         # that run, whose per-run memory the nested run shares.
@@ -350,7 +354,10 @@ class Scheduler:
         pop = ready.pop
         push = ready.append
         started = 0
-        check_at = limits.first_check
+        # The depth guard's count lives in a local during the drive: starts since the last
+        # check are ``started - (check_at - interval)``, carried over from earlier drives.
+        interval = limits.first_check
+        check_at = interval - self._since_check
         none = NOT_COMPUTED
         task_cls = AsyncTask
         item_cls = BatchItemBase
@@ -457,7 +464,7 @@ class Scheduler:
                                 started += 1
                                 if started >= check_at:
                                     # Rarely: is this an endless recursion? (_chain_too_deep)
-                                    check_at = started + limits.check_every
+                                    check_at = started + interval
                                     deep = _chain_too_deep(task)
                                     if deep is not None:
                                         _refuse(y, deep)
@@ -485,7 +492,16 @@ class Scheduler:
                         err = None
                         continue
                     elif type(y) in aggregates:
-                        n = self._register(task, y)
+                        # _register counts (and checks) the tasks it starts on the same count.
+                        self._since_check = started - (check_at - interval)
+                        try:
+                            n = self._register(task, y)
+                        except TaskDepthError as e:
+                            value = None
+                            err = e
+                            continue
+                        finally:
+                            check_at = started + interval - self._since_check
                         if n:
                             task._dep = y
                             task._npending = n - 1
@@ -514,6 +530,7 @@ class Scheduler:
                     break
         finally:
             self._tasks += started
+            self._since_check = started - (check_at - interval)
             self.active_task = None
 
     def _finish(self, task: AsyncTask[Any], value: Any, hooks: tuple[Instrument, ...]) -> None:
@@ -532,7 +549,19 @@ class Scheduler:
         ready = self._ready
         start = len(ready)
         n = self._register_leaves(task, obj)
-        if len(ready) - start > 1:
+        started = len(ready) - start
+        if started:
+            # The depth guard, for tasks started through a list (_drive checks the others).
+            since = self._since_check + started
+            if since >= limits.first_check:
+                since = 0
+                deep = _chain_too_deep(task)
+                if deep is not None:
+                    self._since_check = 0
+                    _refuse_registered(task, obj, ready, start, deep)
+                    raise deep
+            self._since_check = since
+        if started > 1:
             # The first child yielded must be on top of the stack, to run first.
             ready[start:] = ready[: start - 1 : -1] if start else ready[::-1]
         return n
@@ -769,8 +798,9 @@ class _Limits:
 
     batchq runs deep chains without recursion, so depth costs only memory; the limit is there to
     turn an endless recursion (``f`` yielding ``f.asynq()`` forever) into an error instead of
-    exhausting memory. Checked every ``check_every`` task starts within one drive, by walking the
-    chain, so the common path pays one comparison per started task.
+    exhausting memory. Checked every ``first_check`` task starts (counted across drives, so a
+    recursion that waits on a batch at every level is caught too, and through yielded lists), by
+    walking the chain, so the common path pays one comparison per started task.
     """
 
     __slots__ = ("max_depth", "check_every", "first_check")
@@ -778,7 +808,7 @@ class _Limits:
     def __init__(self) -> None:
         self.max_depth = 1_000_000
         self.check_every = 65_536
-        self.first_check = self.check_every  # min(max_depth, check_every): read once a drive
+        self.first_check = self.check_every  # min(max_depth, check_every): the interval
 
     def set_max_depth(self, depth: int) -> None:
         self.max_depth = depth
@@ -819,6 +849,24 @@ def _refuse(task: AsyncTask[Any], error: BaseException) -> None:
     task._error = error
     if gen is not None:
         gen.close()
+
+
+def _refuse_registered(
+    task: AsyncTask[Any], obj: Any, ready: list[AsyncTask[Any]], start: int, error: BaseException
+) -> None:
+    """Undo ``_register``: the tasks it started never run, and ``task`` waits on nothing."""
+    started = ready[start:]
+    del ready[start:]
+    for child in started:
+        _refuse(child, error)
+    for leaf in leaves(obj):
+        ws = leaf._waiters
+        if ws is task:
+            leaf._waiters = None
+        elif isinstance(ws, list):
+            rest = [w for w in ws if w is not task]
+            leaf._waiters = None if not rest else rest[0] if len(rest) == 1 else rest
+    task._npending = 0
 
 
 def unyielded_error(forgotten: list[str]) -> UnyieldedTaskError:
@@ -944,7 +992,8 @@ def run_future(fut: FutureBase[Any]) -> None:
     sched._nested_runs += 1
     for inst in installed_instruments():
         inst.nested_run(sched, caller)
-    if strict_mode.get():
+    run = run_of(sched)
+    if strict_mode.get() or (run is not None and run.strict):
         where = caller.call_str() if caller is not None else "a running task"
         frame = getattr(caller._gen, "gi_frame", None) if caller is not None else None
         if frame is not None:
@@ -957,7 +1006,7 @@ def run_future(fut: FutureBase[Any]) -> None:
         raise SyncCallInAsyncError(msg)
     inner = Scheduler()
     inner.caller = caller
-    inner.parent_run = run_of(sched)
+    inner.parent_run = run
     token = set_current(inner)
     try:
         inner.run(fut)

@@ -41,10 +41,15 @@ __all__ = [
 class Run:
     """One synchronous call or one asyncio request: its root and its per-run memory."""
 
-    __slots__ = ("root", "state", "flush_round", "_shared", "forgotten", "__weakref__")
+    __slots__ = ("root", "state", "flush_round", "_shared", "forgotten", "strict", "__weakref__")
 
-    def __init__(self, root: FutureBase[Any] | None = None, parent: Run | None = None) -> None:
+    def __init__(
+        self, root: FutureBase[Any] | None = None, parent: Run | None = None, strict: bool = False
+    ) -> None:
         self.root = root
+        # Strict mode is the caller's: under the asyncio driver, concurrent requests share the
+        # runner's context, so one strict request must not make the others strict.
+        self.strict: bool = strict or (parent is not None and parent.strict)
         # Per-run memory of integrations, keyed by their own object (e.g. a Cache). A nested
         # synchronous run (f(x) inside a task) is part of its caller's request: it shares it.
         self.state: dict[object, Any] = parent.state if parent is not None else {}

@@ -50,7 +50,7 @@ class CheckedTask(AsyncTask[Any]):
             self._gen = None
             gen.close()
             run = current_run()
-            if run is not None and strict_mode.get():
+            if run is not None and (run.strict or strict_mode.get()):
                 run.forgotten.append(message)
         except Exception:  # describing the task failed: report it plainly
             message = f"a task made by .asynq() at {self._origin} was never yielded or run"

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from memcache_fixtures import close_clients, needs_memcached, track
+from memcache_fixtures import close_clients, needs_memcached, servers3, track
 from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
 
@@ -25,7 +25,7 @@ from batchq.memcache import Cache, ServerError
 from batchq.testing import MemcachedServer
 
 pytestmark = [pytest.mark.memcached, needs_memcached]
-__all__ = ["close_clients"]  # fixture, imported for pytest
+__all__ = ["close_clients", "servers3"]  # fixtures, imported for pytest
 
 THREADS = 6
 
@@ -37,14 +37,6 @@ def switchy() -> Iterator[None]:
     sys.setswitchinterval(1e-5)
     yield
     sys.setswitchinterval(old)
-
-
-@pytest.fixture
-def servers() -> Iterator[list[MemcachedServer]]:
-    running = [MemcachedServer().start() for _ in range(3)]
-    yield running
-    for server in running:
-        server.stop(graceful=False)
 
 
 def run_threads(worker: Callable[[int], None], seconds: float) -> list[BaseException]:
@@ -92,9 +84,9 @@ def read_your_write_worker(cache: Cache) -> Callable[[int], None]:
 
 @pytest.mark.parametrize("on_error", ["miss", "raise"])
 def test_a_plain_client_shared_by_threads_reads_every_write(
-    servers: list[MemcachedServer], switchy: None, on_error: Any
+    servers3: list[MemcachedServer], switchy: None, on_error: Any
 ) -> None:
-    client = track(Client(servers[0].address, connect_timeout=2, timeout=2))
+    client = track(Client(servers3[0].address, connect_timeout=2, timeout=2))
     cache = Cache(client, on_error=on_error)
     errors = run_threads(read_your_write_worker(cache), seconds=1.0)
     assert errors == []
@@ -103,10 +95,10 @@ def test_a_plain_client_shared_by_threads_reads_every_write(
 
 
 def test_two_caches_over_one_plain_client_in_threads(
-    servers: list[MemcachedServer], switchy: None
+    servers3: list[MemcachedServer], switchy: None
 ) -> None:
     # The socket belongs to the client, not to a Cache: two Caches must not interleave on it.
-    client = track(Client(servers[0].address, connect_timeout=2, timeout=2))
+    client = track(Client(servers3[0].address, connect_timeout=2, timeout=2))
     caches = [Cache(client, key_prefix="a:"), Cache(client, key_prefix="b:")]
     workers = [read_your_write_worker(c) for c in caches]
     errors = run_threads(lambda i: workers[i % 2](i), seconds=1.0)
@@ -116,11 +108,11 @@ def test_two_caches_over_one_plain_client_in_threads(
 
 @pytest.mark.parametrize("use_pooling", [False, True])
 def test_a_hash_client_shared_by_threads_reads_every_write(
-    servers: list[MemcachedServer], switchy: None, use_pooling: bool
+    servers3: list[MemcachedServer], switchy: None, use_pooling: bool
 ) -> None:
     client = track(
         HashClient(
-            [s.address for s in servers], connect_timeout=2, timeout=2, use_pooling=use_pooling
+            [s.address for s in servers3], connect_timeout=2, timeout=2, use_pooling=use_pooling
         )
     )
     cache = Cache(client, on_error="raise")
@@ -128,9 +120,9 @@ def test_a_hash_client_shared_by_threads_reads_every_write(
     assert errors == []
 
 
-def test_a_pooled_client_is_used_without_a_lock(servers: list[MemcachedServer]) -> None:
+def test_a_pooled_client_is_used_without_a_lock(servers3: list[MemcachedServer]) -> None:
     # PooledClient is thread-safe: its threads each use their own connection concurrently.
-    client = track(PooledClient(servers[0].address, connect_timeout=2, timeout=2))
+    client = track(PooledClient(servers3[0].address, connect_timeout=2, timeout=2))
     cache = Cache(client)
     errors = run_threads(read_your_write_worker(cache), seconds=0.3)
     assert errors == []
@@ -138,13 +130,13 @@ def test_a_pooled_client_is_used_without_a_lock(servers: list[MemcachedServer]) 
 
 @pytest.mark.parametrize("use_pooling", [False, True])
 def test_a_server_killed_under_threaded_load_leaks_no_pymemcache_error(
-    servers: list[MemcachedServer], use_pooling: bool
+    servers3: list[MemcachedServer], use_pooling: bool
 ) -> None:
     # retry_timeout=0 and a short dead_timeout make HashClient fail, retry, mark dead and revive
     # the killed server over and over while the threads run: its bookkeeping is busiest then.
     client = track(
         HashClient(
-            [s.address for s in servers],
+            [s.address for s in servers3],
             connect_timeout=0.5,
             timeout=0.5,
             retry_attempts=1,
@@ -181,11 +173,11 @@ def test_a_server_killed_under_threaded_load_leaks_no_pymemcache_error(
             f"read {r!r} for n:{n}" for n, r in zip(ns, raw, strict=True) if r not in (None, n * n)
         )
 
-    killer = threading.Timer(0.3, servers[1].stop, kwargs={"graceful": False})
+    killer = threading.Timer(0.3, servers3[1].stop, kwargs={"graceful": False})
     killer.start()
     errors = run_threads(worker, seconds=1.2)
     killer.join()
-    assert not servers[1].running
+    assert not servers3[1].running
     assert errors == []  # no KeyError, ValueError or pymemcache error reached request code
     assert wrong == []
     assert runs[0] > 20
@@ -194,10 +186,10 @@ def test_a_server_killed_under_threaded_load_leaks_no_pymemcache_error(
     assert stats.hits > 0  # the live servers kept serving
 
 
-def test_on_error_raise_gives_server_errors_only(servers: list[MemcachedServer]) -> None:
+def test_on_error_raise_gives_server_errors_only(servers3: list[MemcachedServer]) -> None:
     client = track(
         HashClient(
-            [s.address for s in servers],
+            [s.address for s in servers3],
             connect_timeout=0.5,
             timeout=0.5,
             retry_attempts=1,
@@ -227,7 +219,7 @@ def test_on_error_raise_gives_server_errors_only(servers: list[MemcachedServer])
             unexpected.append(AssertionError(f"thread {index} read {got}"))
         reads[0] += len(got)
 
-    killer = threading.Timer(0.3, servers[2].stop, kwargs={"graceful": False})
+    killer = threading.Timer(0.3, servers3[2].stop, kwargs={"graceful": False})
     killer.start()
     errors = run_threads(worker, seconds=1.2)
     killer.join()

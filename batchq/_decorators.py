@@ -272,6 +272,12 @@ class _GeneratorAsyncFunction(AsyncFunction[P, T]):
         # A bound method named asynq whose __self__ is f, as in asynq: tools find f from it.
         self.asynq = MethodType(maker, self)  # type: ignore[method-assign]
 
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        # The task from the generated maker too: no tuple and dict of the arguments per call.
+        if self.sync_fn is not None:
+            return self.sync_fn(*args, **kwargs)  # type: ignore[no-any-return]
+        return run_sync(self.asynq(*args, **kwargs))
+
 
 # Every generated ``asynq``: AsyncTask.__init__ inlined, the arguments passed as received.
 _FACTORY_TEMPLATE = """\
@@ -560,6 +566,49 @@ class PureAsyncFunction(_AsyncCallable[P, T]):
         return BoundPureAsyncFunction(self, obj)
 
 
+class _GeneratorPureAsyncFunction(PureAsyncFunction[P, T]):
+    """The common pure case (a generator function, the default task class), specialised so that
+    ``f(x)`` makes its task without packing the arguments or a further call.
+
+    A call on an instance goes through its type, so each function gets a subclass of its own
+    (made by :func:`_pure_function`) whose ``__call__`` is the function's generated task maker.
+    Built again from another function (``type(f)(g)``, as a decorator of decorated functions
+    does), it builds ``g``'s own class instead of reusing ``f``'s maker.
+    """
+
+    _bq_fn: ClassVar[Any] = None
+
+    def __new__(
+        cls,
+        fn: Callable[..., Any],
+        task_cls: type[AsyncTask[Any]] = AsyncTask,
+        sync_fn: Callable[..., Any] | None = None,
+        asyncio_fn: Callable[..., Any] | None = None,
+    ) -> Self:
+        if fn is cls._bq_fn and task_cls is AsyncTask:
+            return object.__new__(cls)
+        # Not a subclass of cls: type.__call__ does not initialize it a second time.
+        return _pure_function(fn, task_cls, asyncio_fn)  # type: ignore[return-value]
+
+
+def _pure_function(
+    fn: Callable[..., Any], task_cls: type[AsyncTask[Any]], asyncio_fn: Callable[..., Any] | None
+) -> PureAsyncFunction[Any, Any]:
+    """``@asynq(pure=True)`` of a plain function: its own fast class when it can have one."""
+    if task_cls is not AsyncTask or not inspect.isgeneratorfunction(fn):
+        return PureAsyncFunction(fn, task_cls, None, asyncio_fn)
+    maker = _task_factory(fn) or _packed_task_factory(fn)
+    cls = type(
+        "PureAsyncFunction",
+        (_GeneratorPureAsyncFunction,),
+        {"__call__": maker, "_bq_fn": fn, "__module__": PureAsyncFunction.__module__},
+    )
+    cls.__qualname__ = PureAsyncFunction.__qualname__
+    func: PureAsyncFunction[Any, Any] = object.__new__(cls)
+    func.__init__(fn, task_cls, None, asyncio_fn)  # type: ignore[misc]
+    return func
+
+
 class BoundPureAsyncFunction(BoundAsyncFunction[P, T]):
     """A pure async method bound to its instance: calling it returns the task."""
 
@@ -679,7 +728,7 @@ class _DecoratePure:
             return PureAsyncClassMethod(fn.__func__, self._task_cls, None, self._asyncio_fn)
         if isinstance(fn, staticmethod):
             return PureAsyncStaticMethod(fn.__func__, self._task_cls, None, self._asyncio_fn)
-        return PureAsyncFunction(fn, self._task_cls, None, self._asyncio_fn)
+        return _pure_function(fn, self._task_cls, self._asyncio_fn)
 
 
 def _refuse_double(fn: object) -> None:

@@ -63,6 +63,38 @@ def workloads(mod: Any) -> dict[str, tuple[Any, int]]:
             return 0
         return (yield chain.asynq(d - 1)) + 1
 
+    store: dict[int, Any] = {}
+
+    @asynq(pure=True)
+    def pget(key):
+        return store.get(key)
+        yield
+
+    @asynq(pure=True)
+    def pset(key, value):
+        store[key] = value
+        return
+        yield
+
+    @asynq(pure=True)
+    def get_and_set(a, b):
+        value = yield pget(a)
+        yield pset(b, value)
+
+    @asynq(pure=True)
+    def gs_root(n):
+        yield pset(0, 0)
+        yield [get_and_set(i, i + 1) for i in range(n)]
+
+    loader = mod.Loader(lambda keys: keys)
+
+    @asynq()
+    def load_chain(d):
+        value = yield loader.load.asynq(d)
+        if d == 0:
+            return value
+        return value + (yield load_chain.asynq(d - 1))
+
     obj = Model()
     return {
         "f.asynq(x)": (lambda: leaf.asynq(1), 20000),
@@ -70,7 +102,9 @@ def workloads(mod: Any) -> dict[str, tuple[Any, int]]:
         "f(x)": (lambda: leaf(1), 3000),
         "plain f(x)": (lambda: plain(1), 20000),
         "fan-out 100 (1 round)": (lambda: fan(100), 100),
-        "chain depth 100 (100 rounds)": (lambda: chain(100), 50),
+        "task chain depth 100 (1 round)": (lambda: chain(100), 50),
+        "get_and_set x300 (pure)": (lambda: gs_root(300).value(), 20),
+        "loader chain 100 (100 rounds)": (lambda: load_chain(100), 50),
     }
 
 
@@ -87,8 +121,10 @@ def main() -> None:
                 fn, n = side[name]
                 best[name][i] = min(best[name][i], timeit.timeit(fn, number=n) / n)
     for name, (t_old, t_new) in best.items():
-        print(f"{name:30s} {commit[:7]} {t_old * 1e9:8.0f} ns  now {t_new * 1e9:8.0f} ns  "
-              f"ratio {t_new / t_old:.3f}")
+        print(
+            f"{name:30s} {commit[:7]} {t_old * 1e9:8.0f} ns  now {t_new * 1e9:8.0f} ns  "
+            f"ratio {t_new / t_old:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -101,6 +101,40 @@ def test_pure_functions_return_the_task() -> None:
     assert p.is_pure_async_fn()
 
 
+def test_pure_functions_each_make_their_own_tasks() -> None:
+    # Each pure generator function calls its own generated task maker: two functions with the
+    # same parameters must not share one, and building the class again from another function
+    # (type(f)(g), as decorators of decorated functions do) must call g, not f.
+    @asynq(pure=True)
+    def double(x: int, scale: int = 2) -> Generator[Any, Any, int]:
+        yield None
+        return x * scale
+
+    @asynq(pure=True)
+    def negate(x: int, scale: int = 2) -> Generator[Any, Any, int]:
+        yield None
+        return -x * scale
+
+    def triple(x: int) -> Generator[Any, Any, int]:
+        yield None
+        return x * 3
+
+    assert double(2).value() == 4
+    assert negate(2).value() == -4
+    assert double(2, scale=5).value() == 10
+    rebuilt = type(double)(triple)
+    assert isinstance(rebuilt, batchq.PureAsyncFunction)
+    assert rebuilt(2).value() == 6
+    assert rebuilt.fn is triple
+    assert type(double).__name__ == "PureAsyncFunction"
+    task = double(7)
+    assert task.fn is double.fn
+    assert task.args == (7, 2)
+    task.value()
+    with pytest.raises(TypeError, match="double"):
+        double()  # type: ignore[call-arg]
+
+
 def test_pure_methods_return_the_task() -> None:
     class C:
         @asynq(pure=True)

@@ -276,7 +276,15 @@ class _GeneratorAsyncFunction(AsyncFunction[P, T]):
         # The task from the generated maker too: no tuple and dict of the arguments per call.
         if self.sync_fn is not None:
             return self.sync_fn(*args, **kwargs)  # type: ignore[no-any-return]
-        return run_sync(self.asynq(*args, **kwargs))
+        task = self.asynq(*args, **kwargs)
+        try:
+            return run_sync(task)
+        except BaseException:
+            if task._sched is None:
+                # Refused before it ran (a synchronous call inside a task, in strict mode): the
+                # caller sees the error, and the task must not also be reported as unyielded.
+                task._gen = None
+            raise
 
 
 # Every generated ``asynq``: AsyncTask.__init__ inlined, the arguments passed as received.

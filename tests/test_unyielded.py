@@ -157,3 +157,18 @@ def test_on_by_default_in_development_mode_and_with_batchq_debug(flag: str, expe
         env["BATCHQ_DEBUG"] = "1"
     done = subprocess.run([*args, "-c", code], capture_output=True, text=True, env=env)
     assert done.stdout.strip() == expected, done.stderr
+
+
+def test_a_synchronous_call_refused_in_strict_mode_is_not_also_unyielded() -> None:
+    # f(x) makes its task with the same maker as f.asynq(x); when strict mode refuses the
+    # synchronous call inside a task, the caller gets SyncCallInAsyncError and nothing else.
+    @asynq()
+    def calls_synchronously() -> Generator[Any, Any, None]:
+        yield None
+        user(1)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnyieldedTaskWarning)
+        with batchq.debug.strict(), pytest.raises(batchq.SyncCallInAsyncError):
+            run_and_collect(calls_synchronously)
+        gc.collect()

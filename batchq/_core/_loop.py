@@ -369,165 +369,173 @@ class Scheduler:
         try:
             while ready:
                 task = pop()
-                gen = task._gen
-                if gen is None:
-                    continue  # finished meanwhile (interrupted while queued)
-                if task._contexts is not self._frame:
-                    self._switch_frame(task._contexts)
-                self.active_task = task
-                if hooks and getgeneratorstate(gen) == GEN_CREATED:
-                    for h in hooks:
-                        h.task_started(task)
-                # The value the generator gets back for what it yielded.
-                dep = task._dep
-                if dep is None:
-                    value = None
-                    err: BaseException | None = None
-                else:
-                    task._dep = None
-                    try:
-                        err = dep._error  # a future (the common case) ...
-                    except AttributeError:  # ... or a list/tuple/dict of them
-                        err = multi
-                    if err is None:
-                        value = dep._value
-                    elif err is multi:
-                        # Outside the except block: an error raised here must not carry the
-                        # AttributeError as its __context__.
-                        try:
-                            value = _unwrap(dep)
-                            err = None
-                        except BaseException as e:
-                            value = None
-                            err = e
-                    else:
-                        value = None
-                        if isinstance(dep, task_cls):
-                            err = with_task_traceback(err, dep)
+                # Then the task to run next without a trip through the stack: a task the one
+                # before just started, or the single waiter it woke when it finished. Pushed,
+                # it would be popped right back (the stack is LIFO): the same order, cheaper.
                 while True:
-                    try:
-                        y = gen.send(value) if err is None else gen.throw(err)
-                    except StopIteration as e:
-                        task._value = e.value
-                        task._gen = None
-                        # Done: resume the waiters whose last dependency this was.
-                        if hooks:
-                            for h in hooks:
-                                h.task_finished(task)
-                        ws = task._waiters
-                        if ws is not None:
-                            task._waiters = None
-                            if isinstance(ws, list):
-                                for w in ws:
-                                    n = w._npending
-                                    if n:
-                                        w._npending = n - 1
-                                    elif w._sched is self:
-                                        push(w)
-                                    else:
-                                        push_elsewhere(w)
-                            else:
-                                n = ws._npending
-                                if n:
-                                    ws._npending = n - 1
-                                elif ws._sched is self:
-                                    push(ws)
+                    gen = task._gen
+                    if gen is None:
+                        break  # finished meanwhile (interrupted while queued)
+                    if task._contexts is not self._frame:
+                        self._switch_frame(task._contexts)
+                    self.active_task = task
+                    if hooks and getgeneratorstate(gen) == GEN_CREATED:
+                        for h in hooks:
+                            h.task_started(task)
+                    # The value the generator gets back for what it yielded.
+                    dep = task._dep
+                    if dep is None:
+                        value = None
+                        err: BaseException | None = None
+                    else:
+                        task._dep = None
+                        try:
+                            err = dep._error  # a future (the common case) ...
+                        except AttributeError:  # ... or a list/tuple/dict of them
+                            err = multi
+                        if err is None:
+                            value = dep._value
+                        elif err is multi:
+                            # Outside the except block: an error raised here must not carry the
+                            # AttributeError as its __context__.
+                            try:
+                                value = _unwrap(dep)
+                                err = None
+                            except BaseException as e:
+                                value = None
+                                err = e
+                        else:
+                            value = None
+                            if isinstance(dep, task_cls):
+                                err = with_task_traceback(err, dep)
+                    nxt = None
+                    while True:
+                        try:
+                            y = gen.send(value) if err is None else gen.throw(err)
+                        except StopIteration as e:
+                            task._value = e.value
+                            task._gen = None
+                            # Done: resume the waiters whose last dependency this was.
+                            if hooks:
+                                for h in hooks:
+                                    h.task_finished(task)
+                            ws = task._waiters
+                            if ws is not None:
+                                task._waiters = None
+                                if isinstance(ws, list):
+                                    for w in ws:
+                                        n = w._npending
+                                        if n:
+                                            w._npending = n - 1
+                                        elif w._sched is self:
+                                            push(w)
+                                        else:
+                                            push_elsewhere(w)
                                 else:
-                                    push_elsewhere(ws)
-                        break
-                    except AsyncTaskResult as e:
-                        self._finish(task, e.result, hooks)
-                        break
-                    except GeneratorExit as e:
-                        # Cancelled (AsyncTaskCancelledError) or closed: an error for every
-                        # waiter, never a return value of None.
-                        _fail(task, e)
-                        self._finish(task, None, hooks)
-                        break
-                    except Exception as e:
-                        _fail(task, e)
-                        self._finish(task, None, hooks)
-                        break
-                    # What did it yield? Batch items first: they are what most tasks wait on.
-                    if isinstance(y, item_cls):
-                        if y._value is none:
-                            batch = y.batch
-                            if batch._value is none:
-                                pending[batch] = None
-                        else:
-                            value = y._value
-                            err = y._error
-                            continue
-                    elif isinstance(y, task_cls):
-                        if y._value is none:
-                            if y._sched is None:
-                                started += 1
-                                if started >= check_at:
-                                    # Rarely: is this an endless recursion? (_chain_too_deep)
-                                    check_at = started + interval
-                                    deep = _chain_too_deep(task)
-                                    if deep is not None:
-                                        _refuse(y, deep)
-                                        value = None
-                                        err = deep
-                                        continue
-                                y._sched = self
-                                y._contexts = task._contexts
-                                push(y)
-                        else:
-                            value = y._value
-                            err = y._error
-                            if err is not None and isinstance(y, task_cls):
-                                err = with_task_traceback(err, y)
-                            continue
-                    elif isinstance(y, future_cls):
-                        if y._value is none:
-                            self._compute_plain(y)
-                        if y._value is not none:
-                            value = y._value
-                            err = y._error
-                            continue
-                    elif y is None:
-                        value = None
-                        err = None
-                        continue
-                    elif type(y) in aggregates:
-                        # _register counts (and checks) the tasks it starts on the same count.
-                        self._since_check = started - (check_at - interval)
-                        try:
-                            n = self._register(task, y)
-                        except TaskDepthError as e:
-                            value = None
-                            err = e
-                            continue
-                        finally:
-                            check_at = started + interval - self._since_check
-                        if n:
-                            task._dep = y
-                            task._npending = n - 1
+                                    n = ws._npending
+                                    if n:
+                                        ws._npending = n - 1
+                                    elif ws._sched is self:
+                                        nxt = ws
+                                    else:
+                                        push_elsewhere(ws)
                             break
-                        try:
-                            value = _unwrap(y)
-                            err = None
-                        except BaseException as e:
+                        except AsyncTaskResult as e:
+                            self._finish(task, e.result, hooks)
+                            break
+                        except GeneratorExit as e:
+                            # Cancelled (AsyncTaskCancelledError) or closed: an error for every
+                            # waiter, never a return value of None.
+                            _fail(task, e)
+                            self._finish(task, None, hooks)
+                            break
+                        except Exception as e:
+                            _fail(task, e)
+                            self._finish(task, None, hooks)
+                            break
+                        # What did it yield? Batch items first: they are what most tasks wait on.
+                        if isinstance(y, item_cls):
+                            if y._value is none:
+                                batch = y.batch
+                                if batch._value is none:
+                                    pending[batch] = None
+                            else:
+                                value = y._value
+                                err = y._error
+                                continue
+                        elif isinstance(y, task_cls):
+                            if y._value is none:
+                                if y._sched is None:
+                                    started += 1
+                                    if started >= check_at:
+                                        # Rarely: is this an endless recursion? (_chain_too_deep)
+                                        check_at = started + interval
+                                        deep = _chain_too_deep(task)
+                                        if deep is not None:
+                                            _refuse(y, deep)
+                                            value = None
+                                            err = deep
+                                            continue
+                                    y._sched = self
+                                    y._contexts = task._contexts
+                                    nxt = y
+                            else:
+                                value = y._value
+                                err = y._error
+                                if err is not None and isinstance(y, task_cls):
+                                    err = with_task_traceback(err, y)
+                                continue
+                        elif isinstance(y, future_cls):
+                            if y._value is none:
+                                self._compute_plain(y)
+                            if y._value is not none:
+                                value = y._value
+                                err = y._error
+                                continue
+                        elif y is None:
                             value = None
-                            err = e
-                        continue
-                    else:
-                        value = None
-                        err = _bad_yield(task, y)
-                        continue
-                    # Wait on the one future it yielded. One waiter is stored bare, more in a
-                    # list: most futures have one.
-                    task._dep = y  # (_npending stays 0: one future pending beyond none)
-                    yw = y._waiters
-                    if yw is None:
-                        y._waiters = task
-                    elif isinstance(yw, list):
-                        yw.append(task)
-                    else:
-                        y._waiters = [yw, task]
-                    break
+                            err = None
+                            continue
+                        elif type(y) in aggregates:
+                            # _register counts (and checks) the tasks it starts on the same count.
+                            self._since_check = started - (check_at - interval)
+                            try:
+                                n = self._register(task, y)
+                            except TaskDepthError as e:
+                                value = None
+                                err = e
+                                continue
+                            finally:
+                                check_at = started + interval - self._since_check
+                            if n:
+                                task._dep = y
+                                task._npending = n - 1
+                                break
+                            try:
+                                value = _unwrap(y)
+                                err = None
+                            except BaseException as e:
+                                value = None
+                                err = e
+                            continue
+                        else:
+                            value = None
+                            err = _bad_yield(task, y)
+                            continue
+                        # Wait on the one future it yielded. One waiter is stored bare, more in a
+                        # list: most futures have one.
+                        task._dep = y  # (_npending stays 0: one future pending beyond none)
+                        yw = y._waiters
+                        if yw is None:
+                            y._waiters = task
+                        elif isinstance(yw, list):
+                            yw.append(task)
+                        else:
+                            y._waiters = [yw, task]
+                        break
+                    if nxt is None:
+                        break
+                    task = nxt
         finally:
             self._tasks += started
             self._since_check = started - (check_at - interval)

@@ -300,8 +300,7 @@ def _bq_make(_bq_fn, _bq_cls, _bq_nc{defaults}):
         _bq_task._npending = 0
         _bq_task._sched = None
         _bq_task._contexts = None
-        _bq_task.fn = _bq_fn
-        _bq_task._call = None
+        _bq_task._call = _bq_fn
         return _bq_task
     return asynq
 """

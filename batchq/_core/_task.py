@@ -26,7 +26,7 @@ class AsyncTask(FutureBase[T_co]):
     task yielded it or because ``value()`` was called.
     """
 
-    __slots__ = ("_gen", "_dep", "_npending", "_sched", "_contexts", "fn", "_call")
+    __slots__ = ("_gen", "_dep", "_npending", "_sched", "_contexts", "_call")
 
     _gen: Generator[Any, Any, Any] | None
     # While blocked: what the generator yielded (the shape of the value it will receive).
@@ -53,20 +53,36 @@ class AsyncTask(FutureBase[T_co]):
         self._npending = 0
         self._sched = None
         self._contexts = None
-        self.fn = fn
-        # (args, kwargs) when given. The hot path stores None (a tuple per task costs time and
-        # memory): the arguments are then read back from the generator when asked for.
-        self._call: tuple[tuple[Any, ...] | None, Mapping[str, Any] | None] | None = (
-            None if args is None and not kwargs else (args, kwargs or None)
-        )
+        # The function alone, or a _Call with the arguments when they were given. The hot path
+        # (the generated task makers) stores the function alone: a slot and an object per task
+        # cost time and memory, and the arguments are read back from the generator when asked.
+        self._call: Any = fn if args is None and not kwargs else _Call(fn, args, kwargs or None)
+
+    @property
+    def fn(self) -> Any:
+        """The function this task calls (None if it was made from a bare generator)."""
+        call = self._call
+        return call.fn if type(call) is _Call else call
+
+    @fn.setter
+    def fn(self, fn: Any) -> None:
+        call = self._call
+        if type(call) is _Call:
+            call.fn = fn
+        else:
+            self._call = fn
 
     def _arguments(self) -> tuple[tuple[Any, ...], Mapping[str, Any] | None]:
         call = self._call
-        if call is None or call[0] is None:
-            args, kwargs = _arguments_from_frame(self._gen, None if call is None else call[1])
-            self._call = (args, kwargs)
-            return args, kwargs
-        return call[0], call[1]
+        if type(call) is _Call:
+            if call.args is not None:
+                return call.args, call.kwargs
+            fn, kwargs = call.fn, call.kwargs
+        else:
+            fn, kwargs = call, None
+        args, kwargs = _arguments_from_frame(self._gen, kwargs)
+        self._call = _Call(fn, args, kwargs)
+        return args, kwargs
 
     @property
     def args(self) -> tuple[Any, ...]:
@@ -104,6 +120,19 @@ class AsyncTask(FutureBase[T_co]):
         else:
             state = "runnable"
         return f"<AsyncTask {self.call_str()} {state}>"
+
+
+class _Call:
+    """A task's function with the arguments it was called with (when they are known)."""
+
+    __slots__ = ("fn", "args", "kwargs")
+
+    def __init__(
+        self, fn: Any, args: tuple[Any, ...] | None, kwargs: Mapping[str, Any] | None
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
 
 
 def _arguments_from_frame(

@@ -24,6 +24,7 @@ from ._sources import AsynqSource, Store, _Batch
 
 PENDING = 100_000
 TARGET_BYTES = 500
+ISSUE_15_BYTES = 420
 
 _DATA = {i: i % 13 for i in range(PENDING)}
 
@@ -127,6 +128,11 @@ register(
         targets=(
             per_unit_target(
                 "batchq", at_most=TARGET_BYTES, label=f"<= {TARGET_BYTES} bytes per pending task"
+            ),
+            per_unit_target(
+                "batchq",
+                at_most=ISSUE_15_BYTES,
+                label=f"issue 15: <= {ISSUE_15_BYTES} bytes per pending task",
             ),
         ),
         budget_s=0.0,

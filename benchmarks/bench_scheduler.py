@@ -177,6 +177,9 @@ register(
         targets=(
             ratio_target("batchq", "asynq", at_most=0.5, label="per call <= 0.5x asynq"),
             ratio_target(
+                "batchq", "asynq", at_most=0.25, label="issue 15: per call <= 0.25x asynq"
+            ),
+            ratio_target(
                 "batchq",
                 "asynq-noassert",
                 at_most=0.5,
@@ -299,7 +302,12 @@ register(
         teardown=_loop.close,
         units=CHAIN_DEPTH,
         unit="round",
-        targets=(ratio_target("batchq", "asynq", at_most=0.1, label="per round <= 0.1x asynq"),),
+        targets=(
+            ratio_target("batchq", "asynq", at_most=0.1, label="per round <= 0.1x asynq"),
+            ratio_target(
+                "batchq", "asynq", at_most=0.02, label="issue 15: per round <= 0.02x asynq"
+            ),
+        ),
         budget_s=6.0,
         min_reps=5,
         max_reps=60,

@@ -148,7 +148,7 @@ def warn_unyielded(enabled: bool = True) -> bool:
     """Report tasks made by ``f.asynq(...)`` that are dropped without being yielded or run.
 
     Each such task warns (``batchq.UnyieldedTaskWarning``, naming the call and the line that made
-    it); in strict mode the run it was dropped in also fails with ``batchq.UnyieldedTaskError``.
+    it); in strict mode the run that made it also fails with ``batchq.UnyieldedTaskError``.
     It costs about 85 ns per task, so it is off in production unless asked for, and on under
     pytest (batchq's plugin), in ``python -X dev`` and with ``BATCHQ_DEBUG=1``. Process-wide;
     returns the previous setting.

@@ -172,3 +172,51 @@ def test_a_synchronous_call_refused_in_strict_mode_is_not_also_unyielded() -> No
         with batchq.debug.strict(), pytest.raises(batchq.SyncCallInAsyncError):
             run_and_collect(calls_synchronously)
         gc.collect()
+
+
+class _Holder:
+    """Keeps a task in a reference cycle, so only the garbage collector frees it."""
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+        self.me = self
+
+
+def test_a_task_freed_by_the_collector_fails_only_the_run_that_dropped_it() -> None:
+    # Dropped in a run that is not strict, inside a reference cycle: the collector frees it
+    # later, here during an unrelated strict run, which must not fail for it.
+    @asynq()
+    def drops_in_a_cycle() -> Generator[Any, Any, None]:
+        _Holder(user.asynq(1))
+        yield None
+
+    @asynq()
+    def collects() -> Generator[Any, Any, str]:
+        yield None
+        gc.collect()
+        return "done"
+
+    gc.collect()
+    gc.disable()
+    try:
+        drops_in_a_cycle()
+        with pytest.warns(UnyieldedTaskWarning), bq_debug.strict():
+            assert collects() == "done"
+    finally:
+        gc.enable()
+
+
+def test_a_task_freed_by_the_collector_still_fails_its_own_strict_run() -> None:
+    @asynq()
+    def drops_in_a_cycle() -> Generator[Any, Any, str]:
+        _Holder(user.asynq(1))
+        yield None
+        gc.collect()
+        return "done"
+
+    with (
+        pytest.warns(UnyieldedTaskWarning),
+        bq_debug.strict(),
+        pytest.raises(UnyieldedTaskError, match="user"),
+    ):
+        drops_in_a_cycle()

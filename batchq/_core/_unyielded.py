@@ -9,7 +9,8 @@ plugin), in Python's development mode (``-X dev``), with ``BATCHQ_DEBUG=1``, or 
 :class:`AsyncTask`; nothing else changes.
 
 A dropped task warns (:class:`UnyieldedTaskWarning`, naming the call and where it was made); in
-strict mode it also fails the run it was dropped in (:class:`UnyieldedTaskError`).
+strict mode it also fails the run that made it (:class:`UnyieldedTaskError`), if that run is
+still going: never an unrelated run that happens to be current when the collector frees it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from ._errors import UnyieldedTaskWarning
 from ._instruments import strict_mode
-from ._runtime import current_run
+from ._runtime import Run, current_run
 from ._task import AsyncTask
 
 __all__ = ["CheckedTask", "new_checked_task"]
@@ -30,9 +31,15 @@ __all__ = ["CheckedTask", "new_checked_task"]
 class CheckedTask(AsyncTask[Any]):
     """An :class:`AsyncTask` that reports, when it is freed, that it never ran."""
 
-    __slots__ = ("_origin",)
+    __slots__ = ("_origin", "_strict_run")
 
     _origin: str
+    # The strict run the task was made in, if it was made in one: the run a drop fails. Not the
+    # run current when it is freed: a task in a reference cycle is freed whenever the garbage
+    # collector runs, perhaps in an unrelated request. (A strong reference: the collector clears
+    # a weak one that is garbage itself before it finalizes the task. A run lets go of its
+    # memory when it ends, so a task kept longer keeps only the small Run object.)
+    _strict_run: Run | None
 
     def __del__(self) -> None:
         try:
@@ -49,8 +56,9 @@ class CheckedTask(AsyncTask[Any]):
             gen = self._gen
             self._gen = None
             gen.close()
-            run = current_run()
-            if run is not None and (run.strict or strict_mode.get()):
+            run = self._strict_run
+            if run is not None:
+                self._strict_run = None
                 run.forgotten.append(message)
         except Exception:  # describing the task failed: report it plainly
             message = f"a task made by .asynq() at {self._origin} was never yielded or run"
@@ -71,6 +79,9 @@ def new_checked_task(cls: type[Any]) -> Any:
     while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame = frame.f_back
     task._origin = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+    run = current_run()
+    strict = run is not None and (run.strict or strict_mode.get())
+    task._strict_run = run if strict else None
     return task
 
 

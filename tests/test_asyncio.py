@@ -855,3 +855,95 @@ def test_from_asyncio_on_a_method_and_a_sync_call_inside_a_driver_task() -> None
 
     assert run(main) == [4, 8]
     assert root(2) == [8, 12]
+
+
+def test_cancelling_one_caller_keeps_a_task_it_shares_with_another() -> None:
+    # Two callers wait on one task object (memoised by the application); cancelling the first
+    # must not close it under the second, directly or through a helper task in between.
+    gate = asyncio.Event()
+    closed: list[str] = []
+
+    async def slow() -> int:
+        await gate.wait()
+        return 5
+
+    @asynq()
+    def shared_work() -> Generator[Any, Any, int]:
+        try:
+            return (yield from_asyncio(slow()))
+        finally:
+            closed.append("shared")
+
+    @asynq()
+    def via_helper(task: batchq.AsyncTask[int]) -> Generator[Any, Any, int]:
+        return (yield task)
+
+    @asynq()
+    def first(task: batchq.AsyncTask[int]) -> Generator[Any, Any, int]:
+        try:
+            return (yield task)
+        finally:
+            closed.append("first")
+
+    async def main() -> int:
+        task = shared_work.asynq()
+        doomed = asyncio.ensure_future(first.asyncio(task))
+        kept = asyncio.ensure_future(via_helper.asyncio(task))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        doomed.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert closed == ["first"]
+        gate.set()
+        return await kept
+
+    assert run(main) == 5
+    assert closed == ["first", "shared"]
+
+
+def test_cancelling_a_caller_looks_only_at_its_own_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under steady load a cancellation must cost what the cancelled call holds: with 100 other
+    # calls in flight, 20 tasks each, dropping one call looks at its 21 tasks, not at 2,000.
+    import batchq._core._graph as graph
+
+    looked: list[int] = []
+    real_leaves = graph.leaves
+
+    def counting_leaves(obj: Any) -> Any:
+        looked.append(1)
+        return real_leaves(obj)
+
+    gate = asyncio.Event()
+
+    async def wait_for_gate() -> int:
+        await gate.wait()
+        return 1
+
+    @asynq()
+    def leaf(i: int) -> Generator[Any, Any, int]:
+        return (yield from_asyncio(wait_for_gate()))
+
+    @asynq()
+    def request(n: int) -> Generator[Any, Any, int]:
+        return sum((yield [leaf.asynq(i) for i in range(n)]))
+
+    async def main() -> list[int]:
+        others = [asyncio.ensure_future(request.asyncio(20)) for _ in range(100)]
+        doomed = asyncio.ensure_future(request.asyncio(20))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        monkeypatch.setattr(graph, "leaves", counting_leaves)
+        doomed.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        for _ in range(5):
+            await asyncio.sleep(0)
+        monkeypatch.setattr(graph, "leaves", real_leaves)
+        gate.set()
+        return list(await asyncio.gather(*others))
+
+    assert run(main) == [20] * 100
+    assert 0 < len(looked) <= 3 * 21

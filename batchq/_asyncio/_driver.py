@@ -25,7 +25,7 @@ from .._core._contexts import ContextFrame
 from .._core._errors import AsyncTaskCancelledError, DeadlockError
 from .._core._format import note_async_chain
 from .._core._futures import NOT_COMPUTED, FutureBase
-from .._core._graph import reachable_tasks, wake
+from .._core._graph import needed_elsewhere, reachable_tasks, wake
 from .._core._instruments import Instrument, RunStats, set_installed, strict_mode
 from .._core._instruments import installed_instruments as _installed
 from .._core._loop import (
@@ -428,9 +428,12 @@ class Driver:
         if not roots:
             return
         # Tasks shared with a call still in flight stay; the rest only the cancelled calls needed.
+        # Found from the cancelled calls' own tasks and their waiters: a cancellation costs what
+        # the cancelled calls hold, not a walk over every call in flight.
+        candidates = reachable_tasks(roots, [])
         live = [r.root for r in self.calls if r.root is not None]
-        keep = {id(t) for t in reachable_tasks(live, [])}
-        doomed = [t for t in reachable_tasks(roots, []) if id(t) not in keep]
+        keep = needed_elsewhere(candidates, live)
+        doomed = [t for t in candidates if id(t) not in keep]
         self._close(
             doomed,
             AsyncTaskCancelledError(

@@ -18,8 +18,10 @@ __all__ = [
     "find_cycle",
     "find_stuck",
     "reachable_tasks",
+    "needed_elsewhere",
     "interrupt",
     "detach",
+    "detach_all",
 ]
 
 
@@ -117,6 +119,50 @@ def reachable_tasks(
         out.append(f)
         stack.extend(leaves(f._dep))
     return out
+
+
+def needed_elsewhere(tasks: list[AsyncTask[Any]], live_roots: list[FutureBase[Any]]) -> set[int]:
+    """The ids of those of ``tasks`` (everything unfinished reachable from some roots) that
+    something outside them still waits on, directly or through others of them, or that are
+    among ``live_roots``.
+
+    It looks at ``tasks`` and their waiters only, never at the rest of the graph: dropping one
+    request's tasks costs what that request holds, however many others are in flight.
+    """
+    ids = {id(t) for t in tasks}
+    live = {id(r) for r in live_roots}
+    stack = [t for t in tasks if id(t) in live or any(id(w) not in ids for w in waiters_of(t))]
+    kept: set[int] = set()
+    while stack:
+        t = stack.pop()
+        if id(t) in kept:
+            continue
+        kept.add(id(t))
+        stack.extend(
+            c
+            for c in leaves(t._dep)
+            if isinstance(c, AsyncTask) and id(c) in ids and id(c) not in kept
+        )
+    return kept
+
+
+def detach_all(tasks: list[AsyncTask[Any]]) -> list[FutureBase[Any]]:
+    """:func:`detach` for many tasks at once, each future's waiters filtered once (detaching
+    10,000 waiters of one future one by one would copy its waiter list 10,000 times); returns
+    the futures nobody waits on any more."""
+    ids = {id(t) for t in tasks}
+    found: dict[int, FutureBase[Any]] = {}
+    for task in tasks:
+        for leaf in blocked_on(task):
+            found[id(leaf)] = leaf
+        task._npending = 0
+    orphans: list[FutureBase[Any]] = []
+    for leaf in found.values():
+        ws = [w for w in waiters_of(leaf) if id(w) not in ids]
+        leaf._waiters = None if not ws else ws[0] if len(ws) == 1 else ws
+        if not ws:
+            orphans.append(leaf)
+    return orphans
 
 
 def detach(task: AsyncTask[Any]) -> list[FutureBase[Any]]:

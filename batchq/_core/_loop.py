@@ -50,7 +50,7 @@ from ._errors import (
 from ._format import note_async_chain
 from ._futures import NOT_COMPUTED, FutureBase
 from ._graph import (
-    detach,
+    detach_all,
     find_cycle,
     find_stuck,
     interrupt,
@@ -755,11 +755,12 @@ class Scheduler:
         while closing.
         """
         failed: list[BaseException] = []
+        # Every task lets go of what it waits on first, in one pass per future.
+        lost = detach_all(tasks)
+        if orphans is not None:
+            orphans.extend(lost)
         try:
             for task in reversed(tasks):
-                for leaf in detach(task):
-                    if orphans is not None and leaf._waiters is None:
-                        orphans.append(leaf)
                 gen = task._gen
                 task._gen = None
                 task._dep = None

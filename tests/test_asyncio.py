@@ -947,3 +947,127 @@ def test_cancelling_a_caller_looks_only_at_its_own_tasks(monkeypatch: pytest.Mon
 
     assert run(main) == [20] * 100
     assert 0 < len(looked) <= 3 * 21
+
+
+def test_a_stuck_call_fails_while_other_asyncio_work_goes_on_forever() -> None:
+    # One call waits on a dependency cycle; another waits on asyncio work that never ends. The
+    # stuck call must fail at once, not wait for the unrelated work to finish (it never does).
+    tasks: dict[str, batchq.AsyncTask[int]] = {}
+
+    @asynq()
+    def first() -> Generator[Any, Any, int]:
+        return (yield tasks["second"])
+
+    @asynq()
+    def second() -> Generator[Any, Any, int]:
+        return (yield tasks["first"])
+
+    @asynq()
+    def start() -> Generator[Any, Any, int]:
+        return (yield tasks["first"])
+
+    @asynq()
+    def never_done() -> Generator[Any, Any, None]:
+        yield from_asyncio(asyncio.Event().wait())
+
+    async def main() -> None:
+        tasks["first"], tasks["second"] = first.asynq(), second.asynq()
+        endless = asyncio.ensure_future(never_done.asyncio())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        try:
+            with pytest.raises(batchq.DependencyCycleError):
+                await asyncio.wait_for(start.asyncio(), 10)
+        finally:
+            endless.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await endless
+
+    run(main)
+
+
+def test_a_call_waiting_on_its_own_asyncio_work_is_not_stuck() -> None:
+    # The other side: while asyncio work a call waits on is in flight, the call is not stuck,
+    # even when another call beside it is diagnosed as stuck meanwhile.
+    gate = asyncio.Event()
+
+    @asynq()
+    def waits_for_gate() -> Generator[Any, Any, str]:
+        yield from_asyncio(gate.wait())
+        return "opened"
+
+    tasks: dict[str, batchq.AsyncTask[int]] = {}
+
+    @asynq()
+    def loop_a() -> Generator[Any, Any, int]:
+        return (yield tasks["b"])
+
+    @asynq()
+    def loop_b() -> Generator[Any, Any, int]:
+        return (yield tasks["a"])
+
+    @asynq()
+    def stuck() -> Generator[Any, Any, int]:
+        return (yield tasks["a"])
+
+    async def main() -> str:
+        tasks["a"], tasks["b"] = loop_a.asynq(), loop_b.asynq()
+        waiting = asyncio.ensure_future(waits_for_gate.asyncio())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        with pytest.raises(batchq.DependencyCycleError):
+            await asyncio.wait_for(stuck.asyncio(), 10)
+        assert not waiting.done()
+        gate.set()
+        return await waiting
+
+    assert run(main) == "opened"
+
+
+def test_a_call_told_of_a_cycle_and_stuck_again_fails_beside_endless_work() -> None:
+    # The cycle error is caught and the call waits on a second cycle: it must be found again.
+    tasks: dict[str, batchq.AsyncTask[int]] = {}
+
+    @asynq()
+    def link(name: str, other: str) -> Generator[Any, Any, int]:
+        return (yield tasks[other])
+
+    @asynq()
+    def stubborn() -> Generator[Any, Any, int]:
+        try:
+            return (yield tasks["a"])
+        except batchq.DependencyCycleError:
+            return (yield tasks["c"])
+
+    @asynq()
+    def never_done() -> Generator[Any, Any, None]:
+        yield from_asyncio(asyncio.Event().wait())
+
+    async def main() -> None:
+        tasks["a"], tasks["b"] = link.asynq("a", "b"), link.asynq("b", "a")
+        tasks["c"], tasks["d"] = link.asynq("c", "d"), link.asynq("d", "c")
+        endless = asyncio.ensure_future(never_done.asyncio())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        try:
+            with pytest.raises(batchq.DependencyCycleError):
+                await asyncio.wait_for(stubborn.asyncio(), 10)
+        finally:
+            endless.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await endless
+
+    run(main)
+
+
+def test_answered_calls_leave_nothing_behind_in_the_driver() -> None:
+    loader: Loader[int, int] = Loader(lambda keys: [k + 1 for k in keys])
+
+    async def main() -> list[int]:
+        values = list(await asyncio.gather(*[loader.load.asyncio(i) for i in range(50)]))
+        driver = _drivers[asyncio.get_running_loop()]
+        assert driver.calls == {}
+        assert driver.unchecked == {}
+        return values
+
+    assert run(main) == list(range(1, 51))

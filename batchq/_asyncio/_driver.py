@@ -37,7 +37,7 @@ from .._core._loop import (
     with_task_traceback,
 )
 from .._core._runtime import Run, set_current
-from .._core._task import AsyncTask
+from .._core._task import AsyncTask, blocked_on
 from ._work import AsyncioFuture, outcome, report, run_one, running_driver
 
 if TYPE_CHECKING:
@@ -96,6 +96,23 @@ class _Call:
         self.run: Run | None = None
 
 
+def _work_in_flight(root: FutureBase[Any]) -> AsyncioFuture[Any] | None:
+    """Asyncio work in flight that ``root`` waits on, directly or through its tasks; None if
+    there is none (stopping at the first found)."""
+    seen: set[int] = set()
+    stack: list[FutureBase[Any]] = [root]
+    while stack:
+        fut = stack.pop()
+        if fut._value is not NOT_COMPUTED or id(fut) in seen:
+            continue
+        seen.add(id(fut))
+        if isinstance(fut, AsyncioFuture):
+            return fut
+        if isinstance(fut, AsyncTask):
+            stack.extend(blocked_on(fut))
+    return None
+
+
 def _wait_for(fut: FutureBase[Any]) -> Generator[Any, Any, Any]:
     return (yield fut)
 
@@ -120,6 +137,9 @@ class Driver:
         self.abandoned: list[_Call] = []
         self.finished: list[AsyncioFuture[Any]] = []  # asyncio work done, waiters to resume
         self.outstanding = 0  # asyncio work started and not finished
+        # Calls not known to wait on asyncio work in flight: new ones, and those whose work
+        # ended. _stuck_run looks at these only (each other call waits on work still running).
+        self.unchecked: dict[_Call, None] = {}
         self.pool: ThreadPoolExecutor | None = None  # the flush thread, started on first use
         # Strong references to every asyncio task this driver creates: the loop keeps weak ones.
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -247,10 +267,23 @@ class Driver:
                         continue
                 joined = False
                 await self._flush()
-            elif self.outstanding or self.finished or self.incoming or self.abandoned:
+            elif self.finished or self.incoming or self.abandoned:
                 assert self.wake is not None
                 await self.wake.wait()
                 self.wake.clear()
+            elif self.outstanding:
+                # Asyncio work is in flight, but a call may wait on none of it (a cycle beside a
+                # request that streams forever): that call is stuck now, not when the work ends.
+                stuck = self._stuck_run()
+                if stuck is not None:
+                    self._unstick(stuck)
+                    call = self.calls.get(stuck)
+                    if call is not None:
+                        self.unchecked[call] = None  # told, not failed: it may be stuck again
+                else:
+                    assert self.wake is not None
+                    await self.wake.wait()
+                    self.wake.clear()
             else:
                 self._unstick()
             self._follow_thread()
@@ -293,6 +326,7 @@ class Driver:
             run.root = root
             call.run = run
             self.calls[run] = call
+            self.unchecked[call] = None
             sched.add_run(run)
             if call.instruments:
                 self.tuned = True
@@ -324,9 +358,16 @@ class Driver:
                 inst.run_started(sched)
         sched.set_instruments(insts)
 
+    def _forget(self, run: Run) -> _Call | None:
+        """Drop ``run``'s call from those in flight (answered, failed or abandoned)."""
+        call = self.calls.pop(run, None)
+        if call is not None:
+            self.unchecked.pop(call, None)
+        return call
+
     def _run_done(self, run: Run) -> None:
         """The scheduler ended ``run``: answer its caller."""
-        call = self.calls.pop(run, None)
+        call = self._forget(run)
         if call is not None and run.forgotten and not call.future.done():
             call.future.set_exception(unyielded_error(run.forgotten))
         elif call is not None and run.root is not None:
@@ -357,17 +398,45 @@ class Driver:
                 work.exception()  # retrieved: the cancellation is what propagates
             raise
 
-    def _unstick(self) -> None:
-        """Nothing can run and no asyncio work is outstanding: a run waits on nothing."""
+    def _stuck_run(self) -> Run | None:
+        """A call in flight that waits on no asyncio work in flight, when nothing can run.
+
+        A call found waiting on some work is looked at again only when that work ends (it
+        cannot move before), so under steady load a check costs what changed since the last.
+        """
+        unchecked = self.unchecked
+        while unchecked:
+            call = unchecked.popitem()[0]
+            run = call.run
+            if run is None or self.calls.get(run) is not call:
+                continue  # answered or dropped meanwhile
+            root = run.root
+            if root is None or root._value is not NOT_COMPUTED:
+                continue
+            work = _work_in_flight(root)
+            if work is None:
+                return run
+            if work.watchers is None:
+                work.watchers = [call]
+            else:
+                work.watchers.append(call)
+        return None
+
+    def _unstick(self, run: Run | None = None) -> None:
+        """Nothing can run and ``run`` (by default the first unfinished one) waits on nothing
+        that will complete: tell it, or fail it."""
         sched = self.sched
-        run = next(r for r in sched._runs if r.root is not None and r.root._value is NOT_COMPUTED)
+        if run is None:
+            run = next(
+                r for r in sched._runs if r.root is not None and r.root._value is NOT_COMPUTED
+            )
         root = run.root
         assert root is not None
         try:
             sched.unstick(root)
         except DeadlockError as e:
             sched.end_run(run)
-            call = self.calls.pop(run, None)
+            call = self._forget(run)
             self._close(reachable_tasks([root], []), e)
             if call is not None and not call.future.done():
                 call.future.set_exception(e)
@@ -390,6 +459,9 @@ class Driver:
     def _bridged_done(self, fut: AsyncioFuture[Any], task: asyncio.Task[Any]) -> None:
         self.outstanding -= 1
         fut._task = None
+        if fut.watchers is not None:
+            self.unchecked.update(dict.fromkeys(fut.watchers))
+            fut.watchers = None
         ok, value = outcome(task, fut._start)
         if ok:
             fut._value = value
@@ -420,7 +492,7 @@ class Driver:
         roots: list[FutureBase[Any]] = []
         for call in calls:
             run = call.run
-            if run is not None and self.calls.pop(run, None) is not None:
+            if run is not None and self._forget(run) is not None:
                 sched.end_run(run)
                 run.end()
                 if run.root is not None:
@@ -457,6 +529,7 @@ class Driver:
         roots = [r.root for r in self.calls if r.root is not None]
         calls = [*self.calls.values(), *self.incoming]
         self.calls.clear()
+        self.unchecked.clear()
         self.incoming.clear()
         self.abandoned.clear()
         self.finished.clear()

@@ -38,12 +38,14 @@ running_driver: contextvars.ContextVar[Driver | None] = contextvars.ContextVar(
 class AsyncioFuture(FutureBase[T]):
     """asyncio work running on a driver's loop; the driver resumes its waiters when it ends."""
 
-    __slots__ = ("_start", "_task")
+    __slots__ = ("_start", "_task", "watchers")
 
     def __init__(self, start: Callable[[], Any]) -> None:
         super().__init__()
         self._start = start
         self._task: asyncio.Task[Any] | None = None
+        # The driver's calls last found waiting on this work: looked at again when it ends.
+        self.watchers: list[Any] | None = None
 
     def _compute(self) -> None:
         """Nothing to do here: the driver sets the outcome when the asyncio task ends."""

@@ -949,39 +949,44 @@ def test_cancelling_a_caller_looks_only_at_its_own_tasks(monkeypatch: pytest.Mon
     assert 0 < len(looked) <= 3 * 21
 
 
+@asynq()
+def _wait_on(tasks: dict[str, batchq.AsyncTask[int]], name: str) -> Generator[Any, Any, int]:
+    return (yield tasks[name])
+
+
+def _cycle(tasks: dict[str, batchq.AsyncTask[int]], a: str, b: str) -> None:
+    """Two tasks waiting on each other, under ``tasks[a]`` and ``tasks[b]``."""
+    tasks[a], tasks[b] = _wait_on.asynq(tasks, b), _wait_on.asynq(tasks, a)
+
+
+@asynq()
+def _never_done() -> Generator[Any, Any, None]:
+    yield from_asyncio(asyncio.Event().wait())
+
+
+async def _beside_endless_work(call: Awaitable[Any]) -> None:
+    """Await ``call``, which must fail with a dependency cycle, while another call waits on
+    asyncio work that never ends (cancelled afterwards)."""
+    endless = asyncio.ensure_future(_never_done.asyncio())
+    for _ in range(3):
+        await asyncio.sleep(0)
+    try:
+        with pytest.raises(batchq.DependencyCycleError):
+            await asyncio.wait_for(call, 10)
+    finally:
+        endless.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await endless
+
+
 def test_a_stuck_call_fails_while_other_asyncio_work_goes_on_forever() -> None:
     # One call waits on a dependency cycle; another waits on asyncio work that never ends. The
     # stuck call must fail at once, not wait for the unrelated work to finish (it never does).
     tasks: dict[str, batchq.AsyncTask[int]] = {}
 
-    @asynq()
-    def first() -> Generator[Any, Any, int]:
-        return (yield tasks["second"])
-
-    @asynq()
-    def second() -> Generator[Any, Any, int]:
-        return (yield tasks["first"])
-
-    @asynq()
-    def start() -> Generator[Any, Any, int]:
-        return (yield tasks["first"])
-
-    @asynq()
-    def never_done() -> Generator[Any, Any, None]:
-        yield from_asyncio(asyncio.Event().wait())
-
     async def main() -> None:
-        tasks["first"], tasks["second"] = first.asynq(), second.asynq()
-        endless = asyncio.ensure_future(never_done.asyncio())
-        for _ in range(3):
-            await asyncio.sleep(0)
-        try:
-            with pytest.raises(batchq.DependencyCycleError):
-                await asyncio.wait_for(start.asyncio(), 10)
-        finally:
-            endless.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await endless
+        _cycle(tasks, "a", "b")
+        await _beside_endless_work(_wait_on.asyncio(tasks, "a"))
 
     run(main)
 
@@ -990,33 +995,20 @@ def test_a_call_waiting_on_its_own_asyncio_work_is_not_stuck() -> None:
     # The other side: while asyncio work a call waits on is in flight, the call is not stuck,
     # even when another call beside it is diagnosed as stuck meanwhile.
     gate = asyncio.Event()
+    tasks: dict[str, batchq.AsyncTask[int]] = {}
 
     @asynq()
     def waits_for_gate() -> Generator[Any, Any, str]:
         yield from_asyncio(gate.wait())
         return "opened"
 
-    tasks: dict[str, batchq.AsyncTask[int]] = {}
-
-    @asynq()
-    def loop_a() -> Generator[Any, Any, int]:
-        return (yield tasks["b"])
-
-    @asynq()
-    def loop_b() -> Generator[Any, Any, int]:
-        return (yield tasks["a"])
-
-    @asynq()
-    def stuck() -> Generator[Any, Any, int]:
-        return (yield tasks["a"])
-
     async def main() -> str:
-        tasks["a"], tasks["b"] = loop_a.asynq(), loop_b.asynq()
+        _cycle(tasks, "a", "b")
         waiting = asyncio.ensure_future(waits_for_gate.asyncio())
         for _ in range(3):
             await asyncio.sleep(0)
         with pytest.raises(batchq.DependencyCycleError):
-            await asyncio.wait_for(stuck.asyncio(), 10)
+            await asyncio.wait_for(_wait_on.asyncio(tasks, "a"), 10)
         assert not waiting.done()
         gate.set()
         return await waiting
@@ -1029,33 +1021,16 @@ def test_a_call_told_of_a_cycle_and_stuck_again_fails_beside_endless_work() -> N
     tasks: dict[str, batchq.AsyncTask[int]] = {}
 
     @asynq()
-    def link(name: str, other: str) -> Generator[Any, Any, int]:
-        return (yield tasks[other])
-
-    @asynq()
     def stubborn() -> Generator[Any, Any, int]:
         try:
             return (yield tasks["a"])
         except batchq.DependencyCycleError:
             return (yield tasks["c"])
 
-    @asynq()
-    def never_done() -> Generator[Any, Any, None]:
-        yield from_asyncio(asyncio.Event().wait())
-
     async def main() -> None:
-        tasks["a"], tasks["b"] = link.asynq("a", "b"), link.asynq("b", "a")
-        tasks["c"], tasks["d"] = link.asynq("c", "d"), link.asynq("d", "c")
-        endless = asyncio.ensure_future(never_done.asyncio())
-        for _ in range(3):
-            await asyncio.sleep(0)
-        try:
-            with pytest.raises(batchq.DependencyCycleError):
-                await asyncio.wait_for(stubborn.asyncio(), 10)
-        finally:
-            endless.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await endless
+        _cycle(tasks, "a", "b")
+        _cycle(tasks, "c", "d")
+        await _beside_endless_work(stubborn.asyncio())
 
     run(main)
 

@@ -220,6 +220,43 @@ def test_a_write_in_a_nested_sync_call_is_seen_by_the_outer_run(cache: Cache) ->
     assert last_run().nested_runs == 1
 
 
+def test_the_write_gate_is_open_only_while_a_run_that_wrote_is_in_progress(cache: Cache) -> None:
+    # Reads look for their run's writes only while the gate is open: it must open with a run's
+    # first write (once per run and Cache, whatever the number of writes) and close when the run
+    # ends, also when it ends in an error.
+    other = Cache(LocalClient())
+    seen: list[int] = []
+
+    @batchq.asynq()
+    def write_then_read(fail: bool) -> Any:
+        seen.append(len(cache._write_gate))
+        yield cache.set.asynq("k", 1)
+        seen.append(len(cache._write_gate))
+        yield [cache.set.asynq("k", 2), cache.delete.asynq("j")]
+        seen.append(len(cache._write_gate))
+        value = yield cache.get.asynq("k")
+        if fail:
+            raise ValueError(value)
+        return value
+
+    @batchq.asynq()
+    def read_only() -> Any:
+        value = yield cache.get.asynq("k")
+        seen.append(len(cache._write_gate))
+        return value
+
+    assert write_then_read(False) == 2
+    assert seen == [0, 1, 1]
+    assert cache._write_gate == []
+    assert other._write_gate == []
+    with pytest.raises(ValueError, match="2"):
+        write_then_read(True)
+    assert cache._write_gate == []
+    seen.clear()
+    assert read_only() == 2
+    assert seen == [0]
+
+
 # -- cached functions -----------------------------------------------------------------------------
 
 

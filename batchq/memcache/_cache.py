@@ -35,7 +35,7 @@ from ._keys import _FORBIDDEN_BYTES, _HASH_MARK, MAX_KEY_LENGTH, encode_key
 from ._local import LocalClient
 from ._op import _Op
 from ._routing import Servers, _Job
-from ._run import RUN_STATE_KEY, peek_run_state, run_state
+from ._run import WriteGate, peek_run_state, run_state
 from ._serde import DEFAULT_MAX_VALUE_SIZE, JsonSerde, Serde
 from ._stats import CacheStats, _Counters
 
@@ -142,6 +142,9 @@ class Cache:
         self._servers = Servers(client, max_batch_size, miss=on_error == "miss")
         self._counters = _Counters()
         self._stats_lock = threading.Lock()
+        # Open while a run that wrote to this Cache is in progress (see _run.WriteGate): reads
+        # look for their run's writes only then.
+        self._write_gate: WriteGate = []
         self.get = _Op(self._get_asynq, f"{self.name}.get")
         self.get_many = _Op(self._get_many_asynq, f"{self.name}.get_many")
         self.set = _Op(self._set_asynq, f"{self.name}.set")
@@ -238,12 +241,13 @@ class Cache:
     def _lookup(self, key: str | bytes, raw: bytes) -> GetItem | _Hit:
         """The future of one read: from the run's overlay if written in this run, else batched."""
         # Reads never create the run's state: only a write of this run can put a key in it.
-        state = peek_run_state()
+        state = peek_run_state() if self._write_gate else None
         if state is not None and state.overlay:
             slot = (id(self), raw)
             if slot in state.overlay:
                 stored = state.overlay[slot]
-                self._counters.overlay_hits += 1
+                with self._stats_lock:
+                    self._counters.overlay_hits += 1
                 if stored is None:
                     return _Hit(None, False)
                 try:
@@ -264,7 +268,7 @@ class Cache:
             _tier.discard(self, raw)
         state = run_state()
         if state is not None:
-            state.overlay[(id(self), raw)] = data
+            state.remember(self._write_gate, (id(self), raw), data)
         batch = self._batch()
         write = _Write(key, data, ttl)
         old = batch.writes.pop(raw, None)
@@ -285,18 +289,12 @@ class Cache:
         if default is not None:
             item = self._lookup(key, raw)
             return AsyncTask(_gather_get(item, default), self.get, (key, default), None)
-        # The hot path of every page: current_scheduler(), run_of(), state_of() (same as those
-        # in _core/_runtime.py and _run.py: keep in sync), _lookup() and _batch() inlined.
+        # The hot path of every page: current_scheduler() (same as in _core/_runtime.py: keep
+        # in sync), _lookup() and _batch() inlined.
         sched = scheduler_var.get()
         if sched is not None and sched._thread == get_ident():
-            frame = sched._frame
-            run = frame.run if frame is not None else None
-            if run is None:
-                run = sched.ambient_run
-            if run is not None:
-                state = run.state.get(RUN_STATE_KEY)
-                if state is not None and state.overlay:
-                    return self._lookup(key, raw)  # this run wrote something: read-your-writes
+            if self._write_gate:
+                return self._lookup(key, raw)  # a run wrote to this Cache: maybe this one
             batch = sched._active.get(self)
         else:
             batch = None

@@ -131,6 +131,14 @@ def test_rounds_over_max_batch_size_are_chunked(local: Counting) -> None:
     assert local.calls["get_many"] == 4
     assert [len(k) for k in local.keys] == [3, 3, 3, 1]
     assert cache.stats().keys_fetched == 10
+    # A round of exactly max_batch_size keys is one request (the one-request fast path).
+    local.calls.clear()
+    local.keys.clear()
+    assert cache.get_many(["k0", "k1", "missing"]) == {"k0": 0, "k1": 1}
+    assert local.calls["get_many"] == 1
+    assert [len(k) for k in local.keys] == [3]
+    assert cache.stats().keys_fetched == 13
+    assert (cache.stats().hits, cache.stats().misses) == (12, 1)
 
 
 def test_depth_four_page_costs_four_get_many(cache: Cache, local: Counting) -> None:

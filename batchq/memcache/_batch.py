@@ -20,7 +20,7 @@ from ._errors import ServerError
 if TYPE_CHECKING:
     from ._cache import Cache
     from ._record import Record
-    from ._routing import _Job
+    from ._routing import OneRoute, _Job
 
 __all__ = ["CacheBatch", "GetItem", "WriteItem"]
 
@@ -131,7 +131,7 @@ class CacheBatch(BatchBase):
 def settle(
     cache: Cache,
     batch: CacheBatch,
-    routes: dict[bytes, _Job],
+    routes: dict[bytes, _Job] | OneRoute,
     jobs: dict[int, _Job],
     counts: dict[int, list[int]],
 ) -> None:

@@ -34,7 +34,7 @@ from ._errors import DeserializationError
 from ._keys import _FORBIDDEN_BYTES, _HASH_MARK, MAX_KEY_LENGTH, encode_key
 from ._local import LocalClient
 from ._op import _Op
-from ._routing import Servers, _Job
+from ._routing import OneRoute, Servers, _Job
 from ._run import WriteGate, peek_run_state, run_state
 from ._serde import DEFAULT_MAX_VALUE_SIZE, JsonSerde, Serde
 from ._stats import CacheStats, _Counters
@@ -402,22 +402,31 @@ class Cache:
 
     def _flush(self, batch: CacheBatch) -> None:
         servers = self._servers
-        jobs: dict[int, _Job] = {}
         writes = batch.writes
         reads = batch.reads
-        routes = servers.route([*writes, *reads], jobs)
-        for raw, write in writes.items():
-            job = routes[raw]
-            if write.data is None:
-                job.deletes.append(raw)
-            else:
-                job.sets.setdefault(write.ttl, {})[raw] = write.data
-        if servers.single is not None and jobs:
-            jobs[0].reads.extend(reads)
-        else:
-            for raw in reads:
-                routes[raw].reads.append(raw)
         serde = self.serde
+        single = servers.single
+        if single is not None:
+            # One server: one job takes every key, in the batch's order; nothing to route.
+            job = _Job(single)
+            route = OneRoute(job)
+            _queue_writes(writes, route)
+            if reads:
+                job.reads = list(reads)
+
+                def settle_all(job: _Job) -> tuple[int, int, int]:
+                    return decode_reads(serde, reads.items(), job.found, len(reads))
+
+                job.settle = settle_all
+            add = [0, 0, 0, 0, 0]
+            job.run(servers.max_batch_size, add, servers.miss)
+            settle(self, batch, route, {0: job}, {0: add})
+            return
+        jobs: dict[int, _Job] = {}
+        routes = servers.route([*writes, *reads], jobs)
+        _queue_writes(writes, routes)
+        for raw in reads:
+            routes[raw].reads.append(raw)
 
         def settle_reads(job: _Job) -> tuple[int, int, int]:
             # One server (or every key on one): its reads are the batch's, in the batch's order.
@@ -434,6 +443,16 @@ class Cache:
 
 
 # -- helpers --------------------------------------------------------------------------------------
+
+
+def _queue_writes(writes: dict[bytes, _Write], routes: dict[bytes, _Job] | OneRoute) -> None:
+    """Give each write of a round to the job of its server: sets grouped by TTL, deletes."""
+    for raw, write in writes.items():
+        job = routes[raw]
+        if write.data is None:
+            job.deletes.append(raw)
+        else:
+            job.sets.setdefault(write.ttl, {})[raw] = write.data
 
 
 def _all_true(items: list[WriteItem]) -> Generator[Any, Any, bool]:

@@ -265,6 +265,27 @@ def test_the_write_gate_is_open_only_while_a_run_that_wrote_is_in_progress(cache
     assert seen == [0]
 
 
+def test_a_read_made_by_the_hot_path_matches_new_read(cache: Cache) -> None:
+    # Cache._get_asynq inlines new_read(): both must make the same pending read.
+    from batchq.memcache._batch import GetItem, new_read
+
+    slots = ("_value", "_error", "_waiters", "batch", "key", "hit", "record")
+
+    @batchq.asynq()
+    def compare() -> Any:
+        hot = cache.get.asynq("k")
+        assert type(hot) is GetItem
+        made = hot.batch.reads[b"k2"] = new_read(hot.batch, "k2")  # filed as the hot path does
+        assert [getattr(hot, s) for s in slots if s != "key"] == [
+            getattr(made, s) for s in slots if s != "key"
+        ]
+        assert (hot.key, made.key) == ("k", "k2")
+        assert hot.batch.items[-2:] == [hot, made]
+        return (yield [hot, made])
+
+    assert compare() == [None, None]
+
+
 # -- cached functions -----------------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from batchq._core._runtime import scheduler_var
 from batchq._core._task import AsyncTask
 
 from . import _herd, _pylibmc, _pymemcache, _tier
-from ._batch import CacheBatch, GetItem, WriteItem, _Hit, _Write, settle
+from ._batch import CacheBatch, GetItem, WriteItem, _Hit, _Write, new_read, settle
 from ._cached import _CacheDecorator
 from ._envelope import check_client_serdes, decode_reads, decode_stored, pack, unpack
 from ._errors import DeserializationError
@@ -54,7 +54,6 @@ DEFAULT_MAX_BATCH_SIZE: Final = 4096
 """Keys per ``get_many``/``set_many`` request to one server; larger rounds are sent in chunks."""
 
 _KEY_MEMO_SIZE: Final = 100_000
-_new_item = object.__new__
 
 
 def _gather_get(item: GetItem | _Hit, default: Any) -> Generator[Any, Any, Any]:
@@ -259,8 +258,7 @@ class Cache:
         batch = self._batch()
         item = batch.reads.get(raw)
         if item is None:
-            item = GetItem(batch, key)
-            batch.reads[raw] = item
+            item = batch.reads[raw] = new_read(batch, key)
         return item
 
     def _write(self, key: str | bytes, raw: bytes, data: bytes | None, ttl: int) -> WriteItem:
@@ -303,8 +301,8 @@ class Cache:
         reads: dict[bytes, GetItem] = batch.reads  # type: ignore[attr-defined]
         got = reads.get(raw)
         if got is None:
-            # GetItem.__init__ inlined: a new key of every page passes here.
-            got = reads[raw] = _new_item(GetItem)
+            # new_read() inlined (same as _batch.new_read: keep in sync): every new key of a page.
+            got = reads[raw] = GetItem()
             got._value = NOT_COMPUTED
             got._error = None
             got._waiters = None

@@ -131,6 +131,14 @@ def test_rounds_over_max_batch_size_are_chunked(local: Counting) -> None:
     assert local.calls["get_many"] == 4
     assert [len(k) for k in local.keys] == [3, 3, 3, 1]
     assert cache.stats().keys_fetched == 10
+    # A round of exactly max_batch_size keys is one request (the one-request fast path).
+    local.calls.clear()
+    local.keys.clear()
+    assert cache.get_many(["k0", "k1", "missing"]) == {"k0": 0, "k1": 1}
+    assert local.calls["get_many"] == 1
+    assert [len(k) for k in local.keys] == [3]
+    assert cache.stats().keys_fetched == 13
+    assert (cache.stats().hits, cache.stats().misses) == (12, 1)
 
 
 def test_depth_four_page_costs_four_get_many(cache: Cache, local: Counting) -> None:
@@ -218,6 +226,64 @@ def test_a_write_in_a_nested_sync_call_is_seen_by_the_outer_run(cache: Cache) ->
 
     assert main() == "nested"
     assert last_run().nested_runs == 1
+
+
+def test_the_write_gate_is_open_only_while_a_run_that_wrote_is_in_progress(cache: Cache) -> None:
+    # Reads look for their run's writes only while the gate is open: it must open with a run's
+    # first write (once per run and Cache, whatever the number of writes) and close when the run
+    # ends, also when it ends in an error.
+    other = Cache(LocalClient())
+    seen: list[int] = []
+
+    @batchq.asynq()
+    def write_then_read(fail: bool) -> Any:
+        seen.append(len(cache._write_gate))
+        yield cache.set.asynq("k", 1)
+        seen.append(len(cache._write_gate))
+        yield [cache.set.asynq("k", 2), cache.delete.asynq("j")]
+        seen.append(len(cache._write_gate))
+        value = yield cache.get.asynq("k")
+        if fail:
+            raise ValueError(value)
+        return value
+
+    @batchq.asynq()
+    def read_only() -> Any:
+        value = yield cache.get.asynq("k")
+        seen.append(len(cache._write_gate))
+        return value
+
+    assert write_then_read(False) == 2
+    assert seen == [0, 1, 1]
+    assert cache._write_gate == []
+    assert other._write_gate == []
+    with pytest.raises(ValueError, match="2"):
+        write_then_read(True)
+    assert cache._write_gate == []
+    seen.clear()
+    assert read_only() == 2
+    assert seen == [0]
+
+
+def test_a_read_made_by_the_hot_path_matches_new_read(cache: Cache) -> None:
+    # Cache._get_asynq inlines new_read(): both must make the same pending read.
+    from batchq.memcache._batch import GetItem, new_read
+
+    slots = ("_value", "_error", "_waiters", "batch", "key", "hit", "record")
+
+    @batchq.asynq()
+    def compare() -> Any:
+        hot = cache.get.asynq("k")
+        assert type(hot) is GetItem
+        made = hot.batch.reads[b"k2"] = new_read(hot.batch, "k2")  # filed as the hot path does
+        assert [getattr(hot, s) for s in slots if s != "key"] == [
+            getattr(made, s) for s in slots if s != "key"
+        ]
+        assert (hot.key, made.key) == ("k", "k2")
+        assert hot.batch.items[-2:] == [hot, made]
+        return (yield [hot, made])
+
+    assert compare() == [None, None]
 
 
 # -- cached functions -----------------------------------------------------------------------------

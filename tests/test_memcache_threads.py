@@ -92,6 +92,8 @@ def test_a_plain_client_shared_by_threads_reads_every_write(
     assert errors == []
     assert cache.stats().errors == 0
     assert cache.stats().write_failures == 0
+    # Every run that wrote is over: the write gate, opened and closed from every thread, is shut.
+    assert cache._write_gate == []
 
 
 def test_two_caches_over_one_plain_client_in_threads(

@@ -156,6 +156,39 @@ def test_a_request_does_not_read_another_requests_old_write() -> None:
     assert run(main) == "new"
 
 
+def test_concurrent_requests_each_read_their_own_writes_and_only_theirs() -> None:
+    # While one request that wrote is in flight, every read of the Cache looks for its own run's
+    # writes (the Cache's write gate is open): the writer reads its write, the others the server.
+    cache = Cache(LocalClient())
+    mine_written = asyncio.Event()
+    server_changed = asyncio.Event()
+
+    @asynq()
+    def writer() -> Generator[Any, Any, Any]:
+        yield cache.set.asynq("k", "mine")
+        mine_written.set()
+        yield from_asyncio(server_changed.wait())
+        return (yield cache.get.asynq("k"))
+
+    @asynq()
+    def reader() -> Generator[Any, Any, Any]:
+        return (yield cache.get.asynq("k"))
+
+    async def main() -> list[Any]:
+        async with SteadyLoad():
+            task = asyncio.create_task(writer.asyncio())
+            await mine_written.wait()
+            assert len(cache._write_gate) == 1
+            # Another process (here: a thread with its own scheduler) changes the value.
+            await asyncio.to_thread(cache.set, "k", "theirs")
+            other = await reader.asyncio()
+            server_changed.set()
+            mine = await task
+            return [mine, other, len(cache._write_gate)]
+
+    assert run(main) == ["mine", "theirs", 0]
+
+
 def test_a_later_request_sees_a_delete() -> None:
     cache = Cache(LocalClient())
     write, delete, read = _cache_functions(cache)

@@ -20,9 +20,9 @@ from ._errors import ServerError
 if TYPE_CHECKING:
     from ._cache import Cache
     from ._record import Record
-    from ._routing import _Job
+    from ._routing import OneRoute, _Job
 
-__all__ = ["CacheBatch", "GetItem", "WriteItem"]
+__all__ = ["CacheBatch", "GetItem", "WriteItem", "new_read"]
 
 _log = logging.getLogger("batchq.memcache")
 
@@ -55,20 +55,33 @@ class GetItem(BatchItemBase[Any]):
 
     __slots__ = ("key", "hit", "record")
 
-    def __init__(self, batch: CacheBatch, key: str | bytes) -> None:
-        # Inlined BatchItemBase.__init__: only ever added to the active (unflushed) batch.
-        self._value = NOT_COMPUTED
-        self._error = None
-        self._waiters = None
-        self.batch = batch
-        batch.items.append(self)
-        self.key = key
-        self.hit = False
-        self.record: Record | None = None
+    key: str | bytes
+    hit: bool
+    record: Record | None
+
+    # Made by new_read() and its inlined copy in Cache._get_asynq, never by GetItem(batch, key):
+    # with object's own __init__, GetItem() takes the interpreter's fast path, 30 ns less per
+    # new key of a page than object.__new__(GetItem).
+    __init__ = object.__init__
 
     def __repr__(self) -> str:
         state = "pending" if self._value is NOT_COMPUTED else "hit" if self.hit else "miss"
         return f"<GetItem {self.key!r} {state}>"
+
+
+def new_read(batch: CacheBatch, key: str | bytes) -> GetItem:
+    """A pending read of ``key`` in ``batch`` (the caller files it under its raw key)."""
+    # BatchItemBase.__init__ inlined: only ever added to the active (unflushed) batch.
+    item: GetItem = GetItem()
+    item._value = NOT_COMPUTED
+    item._error = None
+    item._waiters = None
+    item.batch = batch
+    batch.items.append(item)
+    item.key = key
+    item.hit = False
+    item.record = None
+    return item
 
 
 class WriteItem(BatchItemBase[bool]):
@@ -131,7 +144,7 @@ class CacheBatch(BatchBase):
 def settle(
     cache: Cache,
     batch: CacheBatch,
-    routes: dict[bytes, _Job],
+    routes: dict[bytes, _Job] | OneRoute,
     jobs: dict[int, _Job],
     counts: dict[int, list[int]],
 ) -> None:

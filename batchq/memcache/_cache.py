@@ -27,15 +27,15 @@ from batchq._core._runtime import scheduler_var
 from batchq._core._task import AsyncTask
 
 from . import _herd, _pylibmc, _pymemcache, _tier
-from ._batch import CacheBatch, GetItem, WriteItem, _Hit, _Write, settle
+from ._batch import CacheBatch, GetItem, WriteItem, _Hit, _Write, new_read, settle
 from ._cached import _CacheDecorator
 from ._envelope import check_client_serdes, decode_reads, decode_stored, pack, unpack
 from ._errors import DeserializationError
 from ._keys import _FORBIDDEN_BYTES, _HASH_MARK, MAX_KEY_LENGTH, encode_key
 from ._local import LocalClient
 from ._op import _Op
-from ._routing import Servers, _Job
-from ._run import RUN_STATE_KEY, peek_run_state, run_state
+from ._routing import OneRoute, Servers, _Job
+from ._run import WriteGate, peek_run_state, run_state
 from ._serde import DEFAULT_MAX_VALUE_SIZE, JsonSerde, Serde
 from ._stats import CacheStats, _Counters
 
@@ -54,7 +54,6 @@ DEFAULT_MAX_BATCH_SIZE: Final = 4096
 """Keys per ``get_many``/``set_many`` request to one server; larger rounds are sent in chunks."""
 
 _KEY_MEMO_SIZE: Final = 100_000
-_new_item = object.__new__
 
 
 def _gather_get(item: GetItem | _Hit, default: Any) -> Generator[Any, Any, Any]:
@@ -142,6 +141,9 @@ class Cache:
         self._servers = Servers(client, max_batch_size, miss=on_error == "miss")
         self._counters = _Counters()
         self._stats_lock = threading.Lock()
+        # Open while a run that wrote to this Cache is in progress (see _run.WriteGate): reads
+        # look for their run's writes only then.
+        self._write_gate: WriteGate = []
         self.get = _Op(self._get_asynq, f"{self.name}.get")
         self.get_many = _Op(self._get_many_asynq, f"{self.name}.get_many")
         self.set = _Op(self._set_asynq, f"{self.name}.set")
@@ -238,12 +240,13 @@ class Cache:
     def _lookup(self, key: str | bytes, raw: bytes) -> GetItem | _Hit:
         """The future of one read: from the run's overlay if written in this run, else batched."""
         # Reads never create the run's state: only a write of this run can put a key in it.
-        state = peek_run_state()
+        state = peek_run_state() if self._write_gate else None
         if state is not None and state.overlay:
             slot = (id(self), raw)
             if slot in state.overlay:
                 stored = state.overlay[slot]
-                self._counters.overlay_hits += 1
+                with self._stats_lock:
+                    self._counters.overlay_hits += 1
                 if stored is None:
                     return _Hit(None, False)
                 try:
@@ -255,8 +258,7 @@ class Cache:
         batch = self._batch()
         item = batch.reads.get(raw)
         if item is None:
-            item = GetItem(batch, key)
-            batch.reads[raw] = item
+            item = batch.reads[raw] = new_read(batch, key)
         return item
 
     def _write(self, key: str | bytes, raw: bytes, data: bytes | None, ttl: int) -> WriteItem:
@@ -264,7 +266,7 @@ class Cache:
             _tier.discard(self, raw)
         state = run_state()
         if state is not None:
-            state.overlay[(id(self), raw)] = data
+            state.remember(self._write_gate, (id(self), raw), data)
         batch = self._batch()
         write = _Write(key, data, ttl)
         old = batch.writes.pop(raw, None)
@@ -285,18 +287,12 @@ class Cache:
         if default is not None:
             item = self._lookup(key, raw)
             return AsyncTask(_gather_get(item, default), self.get, (key, default), None)
-        # The hot path of every page: current_scheduler(), run_of(), state_of() (same as those
-        # in _core/_runtime.py and _run.py: keep in sync), _lookup() and _batch() inlined.
+        # The hot path of every page: current_scheduler() (same as in _core/_runtime.py: keep
+        # in sync), _lookup() and _batch() inlined.
         sched = scheduler_var.get()
         if sched is not None and sched._thread == get_ident():
-            frame = sched._frame
-            run = frame.run if frame is not None else None
-            if run is None:
-                run = sched.ambient_run
-            if run is not None:
-                state = run.state.get(RUN_STATE_KEY)
-                if state is not None and state.overlay:
-                    return self._lookup(key, raw)  # this run wrote something: read-your-writes
+            if self._write_gate:
+                return self._lookup(key, raw)  # a run wrote to this Cache: maybe this one
             batch = sched._active.get(self)
         else:
             batch = None
@@ -305,8 +301,8 @@ class Cache:
         reads: dict[bytes, GetItem] = batch.reads  # type: ignore[attr-defined]
         got = reads.get(raw)
         if got is None:
-            # GetItem.__init__ inlined: a new key of every page passes here.
-            got = reads[raw] = _new_item(GetItem)
+            # new_read() inlined (same as _batch.new_read: keep in sync): every new key of a page.
+            got = reads[raw] = GetItem()
             got._value = NOT_COMPUTED
             got._error = None
             got._waiters = None
@@ -404,22 +400,31 @@ class Cache:
 
     def _flush(self, batch: CacheBatch) -> None:
         servers = self._servers
-        jobs: dict[int, _Job] = {}
         writes = batch.writes
         reads = batch.reads
-        routes = servers.route([*writes, *reads], jobs)
-        for raw, write in writes.items():
-            job = routes[raw]
-            if write.data is None:
-                job.deletes.append(raw)
-            else:
-                job.sets.setdefault(write.ttl, {})[raw] = write.data
-        if servers.single is not None and jobs:
-            jobs[0].reads.extend(reads)
-        else:
-            for raw in reads:
-                routes[raw].reads.append(raw)
         serde = self.serde
+        single = servers.single
+        if single is not None:
+            # One server: one job takes every key, in the batch's order; nothing to route.
+            job = _Job(single)
+            route = OneRoute(job)
+            _queue_writes(writes, route)
+            if reads:
+                job.reads = list(reads)
+
+                def settle_all(job: _Job) -> tuple[int, int, int]:
+                    return decode_reads(serde, reads.items(), job.found, len(reads))
+
+                job.settle = settle_all
+            add = [0, 0, 0, 0, 0]
+            job.run(servers.max_batch_size, add, servers.miss)
+            settle(self, batch, route, {0: job}, {0: add})
+            return
+        jobs: dict[int, _Job] = {}
+        routes = servers.route([*writes, *reads], jobs)
+        _queue_writes(writes, routes)
+        for raw in reads:
+            routes[raw].reads.append(raw)
 
         def settle_reads(job: _Job) -> tuple[int, int, int]:
             # One server (or every key on one): its reads are the batch's, in the batch's order.
@@ -436,6 +441,16 @@ class Cache:
 
 
 # -- helpers --------------------------------------------------------------------------------------
+
+
+def _queue_writes(writes: dict[bytes, _Write], routes: dict[bytes, _Job] | OneRoute) -> None:
+    """Give each write of a round to the job of its server: sets grouped by TTL, deletes."""
+    for raw, write in writes.items():
+        job = routes[raw]
+        if write.data is None:
+            job.deletes.append(raw)
+        else:
+            job.sets.setdefault(write.ttl, {})[raw] = write.data
 
 
 def _all_true(items: list[WriteItem]) -> Generator[Any, Any, bool]:

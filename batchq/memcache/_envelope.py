@@ -9,7 +9,7 @@ Cache was told every writer is trusted: :func:`check_client_serdes`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from time import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -19,7 +19,7 @@ from . import _pymemcache
 from ._errors import DeserializationError, SerializationError
 from ._local import LocalClient
 from ._record import HERD_MAGIC, Record, parse_record
-from ._serde import JsonSerde, PickleSerde, Serde, check_value_size, readers
+from ._serde import JsonSerde, PickleSerde, Reader, Serde, check_value_size, readers
 
 if TYPE_CHECKING:
     from ._batch import GetItem
@@ -38,25 +38,32 @@ MAGIC: Final = b"\x00bq"
 _MAGIC_LEN: Final = len(MAGIC)
 HEADER: Final = _MAGIC_LEN + 4
 _ABSENT: Final[Any] = object()
-_NO_HEADERS: Final[dict[bytes, Callable[[bytes], Any]]] = {}
+_NO_HEADERS: Final[dict[bytes, Reader]] = {}
 
 
-def header_readers(serde: Serde) -> dict[bytes, Callable[[bytes], Any]]:
+def header_readers(serde: Serde) -> dict[bytes, Reader]:
     """The whole header (magic and flags, :data:`HEADER` bytes) of every envelope the serde has
     a fast reader for, mapped to the reader: one slice and one dict lookup check the envelope and
-    pick the decoder. Empty for a serde without fast readers (every value takes the full path)."""
+    pick the decoder, which reads the stored value from :data:`HEADER` on (no copy of it first).
+    Empty for a serde without fast readers (every value takes the full path)."""
     found = readers(serde)
     if found is None:
         return _NO_HEADERS
     table = _HEADER_TABLES.get(id(found))
     if table is None:
-        table = {MAGIC + flags.to_bytes(4, "big"): read for flags, read in found.items()}
+        table = {}
+        for flags, read in found.items():
+            header = MAGIC + flags.to_bytes(4, "big")
+            # Only ASCII headers: a reader that decodes the whole value as text (JSON) then
+            # finds its start at the same index in the text as in the bytes.
+            if header.isascii():
+                table[header] = read
         _HEADER_TABLES[id(found)] = table
     return table
 
 
 # Keyed by the id of a module-level (never freed) readers table.
-_HEADER_TABLES: dict[int, dict[bytes, Callable[[bytes], Any]]] = {}
+_HEADER_TABLES: dict[int, dict[bytes, Reader]] = {}
 
 
 def pack(serde: Serde, key: str | bytes, value: Any, max_value_size: int) -> bytes:
@@ -160,7 +167,7 @@ def decode_reads(
             reader = headers.get(stored[:HEADER])
             if reader is not None:
                 try:
-                    value = reader(stored[HEADER:])
+                    value = reader(stored, HEADER)
                 except Exception:
                     pass
                 else:

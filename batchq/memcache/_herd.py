@@ -517,7 +517,8 @@ def invalidate_item(cache: Cache, key: str | bytes) -> FutureBase[bool]:
     if state is not None:
         slot = (id(cache), raw)
         state.inflight.pop(slot, None)
-        state.overlay[slot] = None  # this run reads a miss from now on, not what it wrote before
+        # This run reads a miss from now on, not what it wrote before.
+        state.remember(cache._write_gate, slot, None)
     return _request(cache, "invalidate", key, raw)
 
 

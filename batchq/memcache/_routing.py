@@ -23,7 +23,7 @@ from pymemcache.exceptions import MemcacheError as PymemcacheError
 from . import _pylibmc, _pymemcache
 from ._errors import ServerError
 
-__all__ = ["Servers"]
+__all__ = ["OneRoute", "Servers"]
 
 _FAILED: Final[Any] = object()  # what HashClient returns for a server it failed or is backing off
 _ROUTE_MEMO_SIZE: Final = 100_000
@@ -163,17 +163,37 @@ class _Job:
             for start in range(0, len(self.deletes), size):
                 counts[3] += 1
                 node.delete_many(self.deletes[start : start + size])
-            for start in range(0, len(self.reads), size):
-                chunk = self.reads[start : start + size]
+            reads = self.reads
+            if 0 < len(reads) <= size:
+                # The common round: one request, and its answer is the found dict (no copies).
                 counts[0] += 1
-                counts[1] += len(chunk)
-                self.found.update(node.get_many(chunk))
+                counts[1] += len(reads)
+                self.found = node.get_many(reads)
+            else:
+                for start in range(0, len(reads), size):
+                    chunk = reads[start : start + size]
+                    counts[0] += 1
+                    counts[1] += len(chunk)
+                    self.found.update(node.get_many(chunk))
         except Exception as e:
             counts[4] += 1
             self.error = as_server_error(node, e, miss)
             return
         if self.settle is not None and self.reads:
             self.settled = self.settle(self)
+
+
+class OneRoute:
+    """The routes of a round on a single server: every key goes to its one job (no dict of every
+    key of the round, as :meth:`Servers.route` makes for several servers)."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, job: _Job) -> None:
+        self.job = job
+
+    def __getitem__(self, raw: bytes) -> _Job:
+        return self.job
 
 
 def as_server_error(node: _Node, error: Exception, miss: bool) -> BaseException:

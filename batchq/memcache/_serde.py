@@ -12,7 +12,6 @@ import json
 import json.scanner
 import pickle
 from collections.abc import Callable
-from operator import methodcaller
 from typing import Any, Final, Protocol
 
 from ._errors import DeserializationError, SerializationError, ValueTooLargeError
@@ -63,29 +62,50 @@ _scan: Final[Callable[[str, int], tuple[Any, int]]] = json.scanner.make_scanner(
 )
 
 
-def _read_json(data: bytes) -> Any:
+#
+# Each reader reads ``data[start:]``: the Cache's envelope (a header before the serde's bytes) is
+# read without copying the value out first. JSON decodes the whole of ``data`` and scans from
+# ``start``, which is the same place only when the bytes before it are ASCII (the envelope's
+# header is: _envelope checks); with anything else it raises, and the full path reads the value.
+# Measured on the page's values: JSON 0.74 -> 0.60 us with the header skipped in place, text
+# 0.24 -> 0.15 us as a plain function (methodcaller builds its arguments on every call).
+
+
+def _read_json(data: bytes, start: int) -> Any:
     text = data.decode()  # strict UTF-8 is the fast codec; surrogates take the full path
-    value, end = _scan(text, 0)
+    value, end = _scan(text, start)
     if end != len(text):
         raise ValueError(end)
     return value
 
 
-def _same(data: bytes) -> bytes:
-    return data
+def _read_text(data: bytes, start: int) -> str:
+    return data[start:].decode("utf-8", "surrogatepass")
 
 
-_READERS: Final[dict[int, Callable[[bytes], Any]]] = {
+def _read_int(data: bytes, start: int) -> int:
+    # int() also skips the trailing spaces memcached leaves after a shrinking decr.
+    return int(data[start:])
+
+
+def _same(data: bytes, start: int) -> bytes:
+    return data[start:]  # data itself when start is 0
+
+
+Reader = Callable[[bytes, int], Any]
+"""``reader(data, start)``: the value of ``data[start:]``, or an exception for anything unusual."""
+
+_READERS: Final[dict[int, Reader]] = {
     FLAG_BYTES: _same,
-    FLAG_TEXT: methodcaller("decode", "utf-8", "surrogatepass"),
-    FLAG_INT: int,  # int() also skips the trailing spaces memcached leaves after a shrinking decr
+    FLAG_TEXT: _read_text,
+    FLAG_INT: _read_int,
     FLAG_JSON: _read_json,
 }
 """JsonSerde's reader of each flag, for the common case: each one returns the value, or raises
 for anything unusual, and then :meth:`JsonSerde.deserialize`'s full path decides (and explains)."""
 
 
-def readers(serde: object) -> dict[int, Callable[[bytes], Any]] | None:
+def readers(serde: object) -> dict[int, Reader] | None:
     """The fast readers that give what ``serde.deserialize`` gives, by flags (None: none known).
 
     A reader may raise where the serde would not; its caller then asks the serde itself."""
@@ -152,7 +172,7 @@ class JsonSerde:
         reader = _READERS.get(flags)
         if reader is not None:
             try:
-                return reader(data)
+                return reader(data, 0)
             except Exception:
                 pass  # something unusual: the full path reads it, or says what is wrong
         return self._deserialize_full(key, data, flags)

@@ -364,8 +364,10 @@ class Scheduler:
         future_cls = FutureBase
         aggregates = _AGGREGATES
         multi = _MULTI
-        # Rounds only flush between drives, so this round's pending set stays the same object.
+        # Rounds only flush between drives, so this round's pending set stays the same object,
+        # and a batch added to it stays there for the rest of the drive.
         pending = self._pending
+        last_batch = None
         try:
             while ready:
                 task = pop()
@@ -457,8 +459,10 @@ class Scheduler:
                         if isinstance(y, item_cls):
                             if y._value is none:
                                 batch = y.batch
-                                if batch._value is none:
+                                if batch is not last_batch and batch._value is none:
+                                    # Most items of a drive are of one batch: it is added once.
                                     pending[batch] = None
+                                    last_batch = batch
                             else:
                                 value = y._value
                                 err = y._error

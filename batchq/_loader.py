@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine, Hashable, Iterable, Mapping, Se
 from typing import Any, Generic, NoReturn, TypeVar
 
 from ._core._batch import BatchBase, BatchItemBase
-from ._core._errors import FetchResultError
+from ._core._errors import BatchingError, FetchResultError
 from ._core._format import fn_name
 from ._core._futures import NOT_COMPUTED
 from ._core._loop import Scheduler, get_scheduler, run_sync
@@ -29,17 +29,15 @@ FetchResult = Mapping[Any, Any] | Sequence[Any]
 
 
 class LoaderItem(BatchItemBase[V]):
-    """The pending value of one key."""
+    """The pending value of one key. Made by :meth:`Loader.request` only, which fills its slots."""
 
     __slots__ = ("key",)
 
-    def __init__(self, batch: LoaderBatch[Any, V], key: Any) -> None:
-        # The batch keeps its items in by_key only (one reference per item, not two).
-        self._value = NOT_COMPUTED
-        self._error = None
-        self._waiters = None
-        self.batch = batch
-        self.key = key
+    key: Any
+
+    # LoaderItem() then five slot stores in request(): a Python __init__ call costs more, once per
+    # key (see Loader.request).
+    __init__ = object.__init__
 
     def __repr__(self) -> str:
         loader = self.batch.loader if isinstance(self.batch, LoaderBatch) else None
@@ -49,16 +47,21 @@ class LoaderItem(BatchItemBase[V]):
 
 
 class LoaderBatch(BatchBase, Generic[K, V]):
-    """The keys one loader was asked for in one round, in one scheduler."""
+    """The keys one loader was asked for in one round, in one scheduler.
 
-    def __init__(self, loader: Loader[K, V], sched: Scheduler) -> None:
-        # Not BatchBase.__init__: `items` is derived from by_key below.
-        self._value = NOT_COMPUTED
-        self._error = None
-        self._waiters = None
-        self.loader = loader
-        self.sched = sched
-        self.by_key: dict[K, LoaderItem[V]] = {}
+    Made by :meth:`Loader.request` only, which fills its slots. The scheduler flushes it through
+    :meth:`_round_flush`, which does :meth:`BatchBase.flush`'s steps in one call (a round of a
+    deep chain is one key: the calls of the generic steps were a tenth of it).
+    """
+
+    # Slots: no instance dict for the three attributes, one batch per loader per round.
+    __slots__ = ("loader", "sched", "by_key")
+
+    loader: Loader[K, V]
+    sched: Scheduler
+    by_key: dict[K, LoaderItem[V]]
+
+    __init__ = object.__init__
 
     @property
     def items(self) -> list[BatchItemBase[Any]]:
@@ -75,28 +78,74 @@ class LoaderBatch(BatchBase, Generic[K, V]):
     def keys(self) -> list[K]:
         return list(self.by_key)
 
+    def flush(self) -> None:
+        if self._value is not NOT_COMPUTED:
+            msg = f"{self.name()} batch is already flushed or cancelled; it cannot flush again"
+            raise BatchingError(msg)
+        self._round_flush()
+
+    def _round_flush(self) -> list[BatchItemBase[Any]]:
+        """``flush()`` in one call: switch the active batch, fetch, settle; returns the items.
+
+        The same contract as :meth:`BatchBase.flush`: an ``Exception`` from the fetch fails every
+        item it left unset and never propagates; anything else (an interrupt) propagates with
+        the batch unflushed and its items kept, so the abort cancels them.
+        """
+        loader = self.loader
+        active = self.sched._active
+        if active.get(loader) is self:  # same as _try_switch_active_batch: keep in sync
+            del active[loader]
+        by_key = self.by_key
+        items: list[Any] = list(by_key.values())
+        try:
+            size = loader.max_batch_size
+            if size is None or size >= len(items):
+                keys = list(by_key)
+                result = loader.fetch(keys)
+                rtype = type(result)
+                # Loader._settle_chunk's common case, inlined: a call less per round.
+                if (rtype is list or rtype is tuple) and len(result) == len(keys):
+                    for item, value in zip(items, result, strict=True):
+                        if isinstance(value, BaseException):
+                            item._value = None
+                            item._error = value
+                        else:
+                            item._value = value
+                else:
+                    loader._settle_chunk(result, keys, items)
+            else:
+                self._fetch_chunks(items)
+        except Exception as error:
+            self._value = None
+            self._error = error
+            self._fail_items(error)
+        else:
+            self._value = None
+        # Let go of the items (the scheduler wakes their waiters from the list returned), so
+        # that an item lives only as long as the task waiting on it and no batch <-> item cycle
+        # is left for the garbage collector.
+        self.by_key = {}
+        return items
+
     def _try_switch_active_batch(self) -> None:
         active = self.sched._active
         if active.get(self.loader) is self:
             del active[self.loader]
 
     def _check_settled(self) -> None:
-        """Nothing to check: _fetch_chunk settles every item of its chunk or raises.
-
-        The batch lets go of its items (the scheduler wakes their waiters from its own list), so
-        that an item lives only as long as the task waiting on it and no batch <-> item cycle is
-        left for the garbage collector.
-        """
+        """Nothing to check: _fetch_chunk settles every item of its chunk or raises."""
         self.by_key = {}
 
     def _flush(self) -> None:
-        items = list(self.by_key.values())
-        size = self.loader.max_batch_size
-        if size is None or size >= len(items):
-            self.loader._fetch_chunk(items)
-            return
+        self._fetch_chunks(list(self.by_key.values()))
+
+    def _fetch_chunks(self, items: list[LoaderItem[V]]) -> None:
+        """Fetch ``items`` in chunks of at most ``max_batch_size`` keys."""
+        loader = self.loader
+        size = loader.max_batch_size or len(items) or 1
         for start in range(0, len(items), size):
-            self.loader._fetch_chunk(items[start : start + size])
+            chunk = items[start : start + size]
+            loader._fetch_chunk([item.key for item in chunk], chunk)
 
 
 class Loader(Generic[K, V]):
@@ -137,8 +186,16 @@ class Loader(Generic[K, V]):
             sched = get_scheduler()
         batch = sched._active.get(self)
         if batch is None:
-            batch = sched._active[self] = LoaderBatch(self, sched)
-            sched._pending[batch] = None  # flushed at the end of this round
+            # Slots stored here rather than in an __init__: a call less per batch and per key.
+            new: LoaderBatch[K, V] = LoaderBatch()
+            new._value = NOT_COMPUTED
+            new._error = None
+            new._waiters = None
+            new.loader = self
+            new.sched = sched
+            new.by_key = {}
+            batch = sched._active[self] = new
+            sched._pending[new] = None  # flushed at the end of this round
         by_key: dict[Any, LoaderItem[V]] = batch.by_key  # type: ignore[attr-defined]
         try:
             item = by_key.get(key)
@@ -149,15 +206,23 @@ class Loader(Generic[K, V]):
             )
             raise TypeError(msg) from None
         if item is None:
-            item = LoaderItem(batch, key)  # type: ignore[arg-type]
-            by_key[key] = item
+            item = by_key[key] = LoaderItem()
+            item._value = NOT_COMPUTED
+            item._error = None
+            item._waiters = None
+            item.batch = batch
+            item.key = key
         return item
 
-    def _fetch_chunk(self, items: list[LoaderItem[V]]) -> None:
-        keys = [item.key for item in items]
-        result: Any = self.fetch(keys)
+    def _fetch_chunk(self, keys: list[K], items: list[LoaderItem[V]]) -> None:
+        """Fetch ``keys`` (those of ``items``, in order) and settle every item, or raise."""
+        self._settle_chunk(self.fetch(keys), keys, items)
+
+    def _settle_chunk(self, result: Any, keys: list[K], items: list[LoaderItem[V]]) -> None:
+        """Settle every item of ``items`` from what the fetch of ``keys`` returned, or raise."""
         rtype = type(result)
         if rtype is list or rtype is tuple:  # the common answers, without an ABC check
+            # (inlined in LoaderBatch._round_flush: keep in sync)
             if len(result) != len(keys):
                 self._wrong_count(result, keys)
             for item, value in zip(items, result, strict=True):

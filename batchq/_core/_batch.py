@@ -64,6 +64,17 @@ class BatchBase(FutureBase[None]):
         self._value = None
         self._check_settled()
 
+    def _round_flush(self) -> list[BatchItemBase[Any]]:
+        """The scheduler's entry: :meth:`flush`, then the items whose waiters it wakes.
+
+        One call per batch per round; a batch class may fuse it with its own steps (``Loader``'s
+        does) under :meth:`flush`'s contract.
+        """
+        # Read before the flush: a batch may let go of its items once they are settled.
+        items = self.items
+        self.flush()
+        return items
+
     def _check_settled(self) -> None:
         """After a flush: fail clearly every item ``_flush()`` left without a value."""
         unset = [item for item in self.items if item._value is NOT_COMPUTED]

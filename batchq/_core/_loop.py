@@ -638,18 +638,18 @@ class Scheduler:
         nitems = 0
         push = self._ready.append
         for batch in pending:
-            # Batches never drop items when they flush (asynq's did), so no copy is needed.
-            items = batch.items
-            if batch._value is NOT_COMPUTED:
+            if batch._value is not NOT_COMPUTED:
+                items = batch.items  # flushed meanwhile (e.g. by value()): only wake
+            else:
                 try:
                     if insts:
                         start = time.perf_counter()
-                        batch.flush()
+                        items = batch._round_flush()
                         seconds = time.perf_counter() - start
                         for inst in insts:
                             inst.batch_flushed(batch, items, seconds)
                     else:
-                        batch.flush()
+                        items = batch._round_flush()
                 except BaseException:
                     # Interrupted mid-round: what is not flushed stays pending, so the abort
                     # cancels it.

@@ -661,7 +661,7 @@ class Scheduler:
                 nitems += len(items)
             # Backwards, so that the first item's waiters end on top of the stack. The wake-up
             # below is _drive's, inlined on purpose: a call per waiter shows in every round.
-            for item in reversed(items):
+            for item in reversed(items) if len(items) > 1 else items:
                 ws = item._waiters
                 if ws is not None:
                     item._waiters = None

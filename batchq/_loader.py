@@ -102,7 +102,7 @@ class LoaderBatch(BatchBase, Generic[K, V]):
             size = loader.max_batch_size
             if size is None or size >= n:
                 keys = [*by_key]
-                result = loader.fetch(keys)
+                result: Any = loader.fetch(keys)
                 rtype = type(result)
                 # One key, the round of a deep chain: Loader._settle_chunk's work inlined (keep
                 # in sync), a call and a zip() less; the zip costs more than the rest of the loop.
@@ -188,34 +188,46 @@ class Loader(Generic[K, V]):
         if sched is None or sched._thread != get_ident():
             sched = get_scheduler()
         batch = sched._active.get(self)
-        if batch is None:
-            # Slots stored here rather than in an __init__: a call less per batch and per key.
-            new: LoaderBatch[K, V] = LoaderBatch()
-            new._value = NOT_COMPUTED
-            new._error = None
-            new._waiters = None
-            new.loader = self
-            new.sched = sched
-            new.by_key = {}
-            batch = sched._active[self] = new
-            sched._pending[new] = None  # flushed at the end of this round
-        by_key: dict[Any, LoaderItem[V]] = batch.by_key  # type: ignore[attr-defined]
+        if batch is not None:
+            by_key: dict[Any, LoaderItem[V]] = batch.by_key  # type: ignore[attr-defined]
+            try:
+                item = by_key.get(key)
+            except TypeError:
+                raise self._unhashable(key) from None
+            if item is not None:
+                return item
+        # Slots stored here rather than in an __init__: a call less per key and per batch.
+        new_item: LoaderItem[V] = LoaderItem()
+        new_item._value = NOT_COMPUTED
+        new_item._error = None
+        new_item._waiters = None
+        new_item.key = key
+        if batch is not None:
+            new_item.batch = batch
+            by_key[key] = new_item
+            return new_item
+        # The round's first key: a batch made with it (one dict operation, not a lookup and a
+        # store into an empty dict).
+        new: LoaderBatch[K, V] = LoaderBatch()
         try:
-            item = by_key.get(key)
+            new.by_key = {key: new_item}
         except TypeError:
-            msg = (
-                f"Loader {self.name!r} got the unhashable key {key!r} of type "
-                f"{type(key).__name__}; keys must be hashable (use a tuple instead of a list)"
-            )
-            raise TypeError(msg) from None
-        if item is None:
-            item = by_key[key] = LoaderItem()
-            item._value = NOT_COMPUTED
-            item._error = None
-            item._waiters = None
-            item.batch = batch
-            item.key = key
-        return item
+            raise self._unhashable(key) from None
+        new._value = NOT_COMPUTED
+        new._error = None
+        new._waiters = None
+        new.loader = self
+        new.sched = sched
+        new_item.batch = new
+        sched._active[self] = new
+        sched._pending[new] = None  # flushed at the end of this round
+        return new_item
+
+    def _unhashable(self, key: object) -> TypeError:
+        return TypeError(
+            f"Loader {self.name!r} got the unhashable key {key!r} of type "
+            f"{type(key).__name__}; keys must be hashable (use a tuple instead of a list)"
+        )
 
     def _fetch_chunk(self, keys: list[K], items: list[LoaderItem[V]]) -> None:
         """Fetch ``keys`` (those of ``items``, in order) and settle every item, or raise."""

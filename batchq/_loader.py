@@ -54,12 +54,15 @@ class LoaderBatch(BatchBase, Generic[K, V]):
     deep chain is one key: the calls of the generic steps were a tenth of it).
     """
 
-    # Slots: no instance dict for the three attributes, one batch per loader per round.
-    __slots__ = ("loader", "sched", "by_key")
+    # Slots: no instance dict, for one batch per loader per round.
+    __slots__ = ("loader", "sched", "by_key", "first")
 
     loader: Loader[K, V]
     sched: Scheduler
     by_key: dict[K, LoaderItem[V]]
+    # The first key's item (also in by_key): a one-key round, each round of a deep chain,
+    # flushes without copying by_key's keys and values into lists.
+    first: LoaderItem[V] | None
 
     __init__ = object.__init__
 
@@ -84,7 +87,7 @@ class LoaderBatch(BatchBase, Generic[K, V]):
             raise BatchingError(msg)
         self._round_flush()
 
-    def _round_flush(self) -> list[BatchItemBase[Any]]:
+    def _round_flush(self) -> Sequence[BatchItemBase[Any]]:
         """``flush()`` in one call: switch the active batch, fetch, settle; returns the items.
 
         The same contract as :meth:`BatchBase.flush`: an ``Exception`` from the fetch fails every
@@ -96,28 +99,32 @@ class LoaderBatch(BatchBase, Generic[K, V]):
         if active.get(loader) is self:  # same as _try_switch_active_batch: keep in sync
             del active[loader]
         by_key = self.by_key
-        items: list[Any] = [*by_key.values()]
-        n = len(items)
+        items: Sequence[LoaderItem[V]]
+        first = self.first
+        if len(by_key) == 1 and first is not None:
+            items = (first,)
+        else:
+            many = [*by_key.values()]
+            items = many
+            first = None
         try:
-            size = loader.max_batch_size
-            if size is None or size >= n:
-                keys = [*by_key]
+            if first is not None:
+                # One key, the round of a deep chain: Loader._fetch_chunk's work inlined (keep in
+                # sync), a call and a zip() less; the zip costs more than the rest of the loop.
+                keys = [first.key]
                 result: Any = loader.fetch(keys)
                 rtype = type(result)
-                # One key, the round of a deep chain: Loader._settle_chunk's work inlined (keep
-                # in sync), a call and a zip() less; the zip costs more than the rest of the loop.
-                if n == 1 and (rtype is list or rtype is tuple) and len(result) == 1:
-                    item = items[0]
+                if (rtype is list or rtype is tuple) and len(result) == 1:
                     value = result[0]
                     if isinstance(value, BaseException):
-                        item._value = None
-                        item._error = value
+                        first._value = None
+                        first._error = value
                     else:
-                        item._value = value
+                        first._value = value
                 else:
-                    loader._settle_chunk(result, keys, items)
+                    loader._settle_chunk(result, keys, [first])
             else:
-                self._fetch_chunks(items)
+                self._fetch_chunks(many)
         except Exception as error:
             self._value = None
             self._error = error
@@ -128,6 +135,7 @@ class LoaderBatch(BatchBase, Generic[K, V]):
         # that an item lives only as long as the task waiting on it and no batch <-> item cycle
         # is left for the garbage collector.
         self.by_key = {}
+        self.first = None
         return items
 
     def _try_switch_active_batch(self) -> None:
@@ -138,14 +146,18 @@ class LoaderBatch(BatchBase, Generic[K, V]):
     def _check_settled(self) -> None:
         """Nothing to check: _fetch_chunk settles every item of its chunk or raises."""
         self.by_key = {}
+        self.first = None
 
     def _flush(self) -> None:
         self._fetch_chunks(list(self.by_key.values()))
 
     def _fetch_chunks(self, items: list[LoaderItem[V]]) -> None:
-        """Fetch ``items`` in chunks of at most ``max_batch_size`` keys."""
+        """Fetch ``items`` (all of them, in order) in chunks of at most ``max_batch_size`` keys."""
         loader = self.loader
-        size = loader.max_batch_size or len(items) or 1
+        size = loader.max_batch_size
+        if size is None or size >= len(items):
+            loader._fetch_chunk([*self.by_key], items)
+            return
         for start in range(0, len(items), size):
             chunk = items[start : start + size]
             loader._fetch_chunk([item.key for item in chunk], chunk)
@@ -218,6 +230,7 @@ class Loader(Generic[K, V]):
         new._waiters = None
         new.loader = self
         new.sched = sched
+        new.first = new_item
         new_item.batch = new
         sched._active[self] = new
         sched._pending[new] = None  # flushed at the end of this round

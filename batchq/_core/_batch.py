@@ -8,6 +8,7 @@ a failure reaches every item of the batch instead.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from ._errors import BatchCancelledError, BatchingError
@@ -64,7 +65,7 @@ class BatchBase(FutureBase[None]):
         self._value = None
         self._check_settled()
 
-    def _round_flush(self) -> list[BatchItemBase[Any]]:
+    def _round_flush(self) -> Sequence[BatchItemBase[Any]]:
         """The scheduler's entry: :meth:`flush`, then the items whose waiters it wakes.
 
         One call per batch per round; a batch class may fuse it with its own steps (``Loader``'s

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from _thread import get_ident
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from inspect import GEN_CREATED, getgeneratorstate
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -637,6 +637,7 @@ class Scheduler:
         nbatches = 0
         nitems = 0
         push = self._ready.append
+        items: Sequence[BatchItemBase[Any]]
         for batch in pending:
             if batch._value is not NOT_COMPUTED:
                 items = batch.items  # flushed meanwhile (e.g. by value()): only wake

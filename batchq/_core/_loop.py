@@ -660,8 +660,9 @@ class Scheduler:
                     raise
                 nbatches += 1
                 nitems += len(items)
-            # Backwards, so that the first item's waiters end on top of the stack. The wake-up
-            # below is _drive's, inlined on purpose: a call per waiter shows in every round.
+            # Backwards, so that the first item's waiters end on top of the stack (no reversed()
+            # for one item: a deep chain's round). The wake-up below is _drive's, inlined on
+            # purpose: a call per waiter shows in every round.
             for item in reversed(items) if len(items) > 1 else items:
                 ws = item._waiters
                 if ws is not None:

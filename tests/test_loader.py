@@ -316,3 +316,24 @@ def test_a_loader_batch_flushed_by_hand_cannot_flush_again() -> None:
     with pytest.raises(batchq.BatchingError, match="already flushed"):
         batch.flush()
     batchq.get_scheduler()._pending.clear()
+
+
+def test_an_interrupted_round_counts_the_batches_it_flushed() -> None:
+    first_calls, first_fetch = counting()
+    first = Loader(first_fetch, name="first")
+
+    def interrupting(keys: list[int]) -> list[int]:
+        raise KeyboardInterrupt
+
+    second = Loader(interrupting, name="second")
+
+    @asynq()
+    def root() -> Generator[Any, Any, Any]:
+        return (yield [first.load.asynq(1), first.load.asynq(2), second.load.asynq(3)])
+
+    with pytest.raises(KeyboardInterrupt):
+        root()
+    assert first_calls == [[1, 2]]
+    stats = batchq.get_scheduler().last_run
+    assert stats is not None
+    assert (stats.rounds, stats.batches, stats.items) == (1, 1, 2)

@@ -634,8 +634,6 @@ class Scheduler:
                 inst.round_started(self, index)
         pending = self._pending
         self._pending = {}
-        nbatches = 0
-        nitems = 0
         push = self._ready.append
         items: Sequence[BatchItemBase[Any]]
         for batch in pending:
@@ -658,8 +656,10 @@ class Scheduler:
                         if b._value is NOT_COMPUTED:
                             self._pending[b] = None
                     raise
-                nbatches += 1
-                nitems += len(items)
+                # Counted as it goes: no locals to add up, and an interrupted round counts
+                # what it flushed.
+                self._batches += 1
+                self._items += len(items)
             # Backwards, so that the first item's waiters end on top of the stack (no reversed()
             # for one item: a deep chain's round). The wake-up below is _drive's, inlined on
             # purpose: a call per waiter shows in every round.
@@ -684,8 +684,6 @@ class Scheduler:
                             push(ws)
                         else:
                             push_elsewhere(ws)
-        self._batches += nbatches
-        self._items += nitems
         if insts:
             for inst in insts:
                 inst.round_finished(self, index)

@@ -2,7 +2,8 @@
 
 ``BatchBase``/``BatchItemBase`` keep asynq's protocol (``items``, ``_try_switch_active_batch``,
 ``_flush``, ``_cancel``, ``set_value``/``set_error``) so batches written for asynq work unchanged.
-The scheduler calls :meth:`BatchBase.flush` once per batch; ``flush`` never raises an ``Exception``:
+The scheduler calls :meth:`BatchBase.flush` once per batch (through ``_round_flush``, which a batch
+class may fuse with its own steps, as ``Loader``'s does); ``flush`` never raises an ``Exception``:
 a failure reaches every item of the batch instead.
 """
 

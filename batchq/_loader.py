@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine, Hashable, Iterable, Mapping, Se
 from typing import Any, Generic, NoReturn, TypeVar
 
 from ._core._batch import BatchBase, BatchItemBase
-from ._core._errors import FetchResultError
+from ._core._errors import BatchingError, FetchResultError
 from ._core._format import fn_name
 from ._core._futures import NOT_COMPUTED
 from ._core._loop import Scheduler, get_scheduler, run_sync
@@ -29,17 +29,15 @@ FetchResult = Mapping[Any, Any] | Sequence[Any]
 
 
 class LoaderItem(BatchItemBase[V]):
-    """The pending value of one key."""
+    """The pending value of one key. Made by :meth:`Loader.request` only, which fills its slots."""
 
     __slots__ = ("key",)
 
-    def __init__(self, batch: LoaderBatch[Any, V], key: Any) -> None:
-        # The batch keeps its items in by_key only (one reference per item, not two).
-        self._value = NOT_COMPUTED
-        self._error = None
-        self._waiters = None
-        self.batch = batch
-        self.key = key
+    key: Any
+
+    # LoaderItem() then five slot stores in request(): a Python __init__ call costs more, once per
+    # key (see Loader.request).
+    __init__ = object.__init__
 
     def __repr__(self) -> str:
         loader = self.batch.loader if isinstance(self.batch, LoaderBatch) else None
@@ -49,16 +47,24 @@ class LoaderItem(BatchItemBase[V]):
 
 
 class LoaderBatch(BatchBase, Generic[K, V]):
-    """The keys one loader was asked for in one round, in one scheduler."""
+    """The keys one loader was asked for in one round, in one scheduler.
 
-    def __init__(self, loader: Loader[K, V], sched: Scheduler) -> None:
-        # Not BatchBase.__init__: `items` is derived from by_key below.
-        self._value = NOT_COMPUTED
-        self._error = None
-        self._waiters = None
-        self.loader = loader
-        self.sched = sched
-        self.by_key: dict[K, LoaderItem[V]] = {}
+    Made by :meth:`Loader.request` only, which fills its slots. The scheduler flushes it through
+    :meth:`_round_flush`, which does :meth:`BatchBase.flush`'s steps in one call (a round of a
+    deep chain is one key: the calls of the generic steps were a tenth of it).
+    """
+
+    # Slots: no instance dict, for one batch per loader per round.
+    __slots__ = ("loader", "sched", "by_key", "first")
+
+    loader: Loader[K, V]
+    sched: Scheduler
+    by_key: dict[K, LoaderItem[V]]
+    # The first key's item (also in by_key): a one-key round, each round of a deep chain,
+    # flushes without copying by_key's keys and values into lists.
+    first: LoaderItem[V] | None
+
+    __init__ = object.__init__
 
     @property
     def items(self) -> list[BatchItemBase[Any]]:
@@ -75,28 +81,86 @@ class LoaderBatch(BatchBase, Generic[K, V]):
     def keys(self) -> list[K]:
         return list(self.by_key)
 
+    def flush(self) -> None:
+        if self._value is not NOT_COMPUTED:
+            msg = f"{self.name()} batch is already flushed or cancelled; it cannot flush again"
+            raise BatchingError(msg)
+        self._round_flush()
+
+    def _round_flush(self) -> Sequence[BatchItemBase[Any]]:
+        """``flush()`` in one call: switch the active batch, fetch, settle; returns the items.
+
+        The same contract as :meth:`BatchBase.flush`: an ``Exception`` from the fetch fails every
+        item it left unset and never propagates; anything else (an interrupt) propagates with
+        the batch unflushed and its items kept, so the abort cancels them.
+        """
+        loader = self.loader
+        active = self.sched._active
+        if active.get(loader) is self:  # same as _try_switch_active_batch: keep in sync
+            del active[loader]
+        by_key = self.by_key
+        items: Sequence[LoaderItem[V]]
+        first = self.first
+        if len(by_key) == 1 and first is not None:
+            items = (first,)
+        else:
+            many = [*by_key.values()]
+            items = many
+            first = None
+        try:
+            if first is not None:
+                # One key, the round of a deep chain: Loader._fetch_chunk's work inlined (keep in
+                # sync), a call and a zip() less; the zip costs more than the rest of the loop.
+                keys = [first.key]
+                result: Any = loader.fetch(keys)
+                rtype = type(result)
+                if (rtype is list or rtype is tuple) and len(result) == 1:
+                    value = result[0]
+                    if isinstance(value, BaseException):
+                        first._value = None
+                        first._error = value
+                    else:
+                        first._value = value
+                else:
+                    loader._settle_chunk(result, keys, [first])
+            else:
+                self._fetch_chunks(many)
+        except Exception as error:
+            self._value = None
+            self._error = error
+            self._fail_items(error)
+        else:
+            self._value = None
+        # Let go of the items (the scheduler wakes their waiters from the list returned), so
+        # that an item lives only as long as the task waiting on it and no batch <-> item cycle
+        # is left for the garbage collector.
+        self.by_key = {}
+        self.first = None
+        return items
+
     def _try_switch_active_batch(self) -> None:
         active = self.sched._active
         if active.get(self.loader) is self:
             del active[self.loader]
 
     def _check_settled(self) -> None:
-        """Nothing to check: _fetch_chunk settles every item of its chunk or raises.
-
-        The batch lets go of its items (the scheduler wakes their waiters from its own list), so
-        that an item lives only as long as the task waiting on it and no batch <-> item cycle is
-        left for the garbage collector.
-        """
+        """Nothing to check: _fetch_chunk settles every item of its chunk or raises."""
         self.by_key = {}
+        self.first = None
 
     def _flush(self) -> None:
-        items = list(self.by_key.values())
-        size = self.loader.max_batch_size
+        self._fetch_chunks(list(self.by_key.values()))
+
+    def _fetch_chunks(self, items: list[LoaderItem[V]]) -> None:
+        """Fetch ``items`` (all of them, in order) in chunks of at most ``max_batch_size`` keys."""
+        loader = self.loader
+        size = loader.max_batch_size
         if size is None or size >= len(items):
-            self.loader._fetch_chunk(items)
+            loader._fetch_chunk([*self.by_key], items)
             return
         for start in range(0, len(items), size):
-            self.loader._fetch_chunk(items[start : start + size])
+            chunk = items[start : start + size]
+            loader._fetch_chunk([item.key for item in chunk], chunk)
 
 
 class Loader(Generic[K, V]):
@@ -136,31 +200,61 @@ class Loader(Generic[K, V]):
         if sched is None or sched._thread != get_ident():
             sched = get_scheduler()
         batch = sched._active.get(self)
-        if batch is None:
-            batch = sched._active[self] = LoaderBatch(self, sched)
-            sched._pending[batch] = None  # flushed at the end of this round
-        by_key: dict[Any, LoaderItem[V]] = batch.by_key  # type: ignore[attr-defined]
+        if batch is not None:
+            by_key: dict[Any, LoaderItem[V]] = batch.by_key  # type: ignore[attr-defined]
+            try:
+                item = by_key.get(key)
+            except TypeError:
+                raise self._unhashable(key) from None
+            if item is not None:
+                return item
+        # Slots stored here rather than in an __init__: a call less per key and per batch.
+        new_item: LoaderItem[V] = LoaderItem()
+        new_item._value = NOT_COMPUTED
+        new_item._error = None
+        new_item._waiters = None
+        new_item.key = key
+        if batch is not None:
+            new_item.batch = batch
+            by_key[key] = new_item
+            return new_item
+        # The round's first key: a batch made with it (one dict operation, not a lookup and a
+        # store into an empty dict).
+        new: LoaderBatch[K, V] = LoaderBatch()
         try:
-            item = by_key.get(key)
+            new.by_key = {key: new_item}
         except TypeError:
-            msg = (
-                f"Loader {self.name!r} got the unhashable key {key!r} of type "
-                f"{type(key).__name__}; keys must be hashable (use a tuple instead of a list)"
-            )
-            raise TypeError(msg) from None
-        if item is None:
-            item = LoaderItem(batch, key)  # type: ignore[arg-type]
-            by_key[key] = item
-        return item
+            raise self._unhashable(key) from None
+        new._value = NOT_COMPUTED
+        new._error = None
+        new._waiters = None
+        new.loader = self
+        new.sched = sched
+        new.first = new_item
+        new_item.batch = new
+        sched._active[self] = new
+        sched._pending[new] = None  # flushed at the end of this round
+        return new_item
 
-    def _fetch_chunk(self, items: list[LoaderItem[V]]) -> None:
-        keys = [item.key for item in items]
-        result: Any = self.fetch(keys)
+    def _unhashable(self, key: object) -> TypeError:
+        return TypeError(
+            f"Loader {self.name!r} got the unhashable key {key!r} of type "
+            f"{type(key).__name__}; keys must be hashable (use a tuple instead of a list)"
+        )
+
+    def _fetch_chunk(self, keys: list[K], items: list[LoaderItem[V]]) -> None:
+        """Fetch ``keys`` (those of ``items``, in order) and settle every item, or raise."""
+        self._settle_chunk(self.fetch(keys), keys, items)
+
+    def _settle_chunk(self, result: Any, keys: list[K], items: list[LoaderItem[V]]) -> None:
+        """Settle every item of ``items`` from what the fetch of ``keys`` returned, or raise."""
         rtype = type(result)
         if rtype is list or rtype is tuple:  # the common answers, without an ABC check
+            # (for one key, inlined in LoaderBatch._round_flush: keep in sync)
             if len(result) != len(keys):
                 self._wrong_count(result, keys)
-            for item, value in zip(items, result, strict=True):
+            # No strict=: the lengths are equal, and a keyword argument doubles zip()'s cost.
+            for item, value in zip(items, result):  # noqa: B905
                 if isinstance(value, BaseException):
                     item._value = None
                     item._error = value

@@ -113,3 +113,45 @@ def test_batch_without_flush_is_explained() -> None:
     item: BatchItemBase[Any] = BatchItemBase(Lazy())
     with pytest.raises(NotImplementedError, match="Lazy must implement _flush"):
         item.value()
+
+
+def test_the_scheduler_flushes_through_an_overridden_flush() -> None:
+    """A subclass that overrides flush() (not only _flush) is still what a round calls."""
+    calls: list[int] = []
+
+    class Counted(KVBatch):
+        def flush(self) -> None:
+            calls.append(len(self.items))
+            super().flush()
+
+    KVBatch.active = Counted()
+
+    @asynq()
+    def root() -> Generator[Any, Any, Any]:
+        return (yield [KVItem("a"), KVItem("b")])
+
+    assert root() == ["A", "B"]
+    assert calls == [2]
+    assert flushes == [["a", "b"]]
+
+
+def test_an_item_left_unset_by__flush_fails_clearly_in_a_round() -> None:
+    class Forgetful(KVBatch):
+        def _flush(self) -> None:
+            self.items[0].set_value("only the first")
+
+    KVBatch.active = Forgetful()
+
+    @asynq()
+    def root() -> Generator[Any, Any, Any]:
+        first, second = KVItem("a"), KVItem("b")
+        one = yield first
+        try:
+            yield second
+        except batchq.BatchingError as e:
+            return one, str(e)
+        return one, "no error"
+
+    one, message = root()
+    assert one == "only the first"
+    assert "Forgetful._flush() left 1 of 2 items without a value" in message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Generator
 from typing import Any
 
@@ -198,3 +199,141 @@ def test_a_runs_items_are_freed_by_reference_counting_not_left_in_cycles() -> No
         gc.enable()
     assert left == []
     assert len(calls) == 2
+
+
+# A round of one key is flushed by LoaderBatch._round_flush's own copy of the settle step (the
+# round of a deep chain); rounds of more keys by Loader._settle_chunk. Both must agree.
+ONE_KEY_RESULTS: dict[str, tuple[Any, tuple[str, Any]]] = {
+    "list": (lambda keys: [f"v{k}" for k in keys], ("value", "v1")),
+    "tuple": (lambda keys: tuple(f"v{k}" for k in keys), ("value", "v1")),
+    "exception values": (lambda keys: [KeyError(f"no {k}") for k in keys], ("error", KeyError)),
+    "mapping": (lambda keys: {k: f"v{k}" for k in keys}, ("value", "v1")),
+    "mapping missing keys": (lambda keys: {}, ("error", batchq.FetchResultError)),
+    "other sequence": (
+        lambda keys: collections.deque(f"v{k}" for k in keys),
+        ("value", "v1"),
+    ),
+    "too few values": (lambda keys: [], ("error", batchq.FetchResultError)),
+    "too many values": (lambda keys: ["x"] * (len(keys) + 1), ("error", batchq.FetchResultError)),
+    "not a result": (lambda keys: 42, ("error", batchq.FetchResultError)),
+    "str": (lambda keys: "x" * len(keys), ("error", batchq.FetchResultError)),
+    "raises": (lambda keys: {}["boom"], ("error", KeyError)),
+}
+
+
+@asynq()
+def _outcome(src: Loader[int, Any], k: int) -> Generator[Any, Any, tuple[str, Any]]:
+    """The value, or the error's type (messages name the key counts, which differ)."""
+    try:
+        return ("value", (yield src.load.asynq(k)))
+    except Exception as e:
+        return ("error", type(e))
+
+
+@asynq()
+def _outcomes_of_two(src: Loader[int, Any]) -> Generator[Any, Any, list[tuple[str, Any]]]:
+    return (yield [_outcome.asynq(src, 1), _outcome.asynq(src, 2)])
+
+
+@pytest.mark.parametrize("shape", sorted(ONE_KEY_RESULTS))
+def test_a_one_key_round_settles_like_a_round_of_many_keys(shape: str) -> None:
+    result, expected = ONE_KEY_RESULTS[shape]
+    calls, fetch = counting(result)
+    alone = _outcome(Loader(fetch), 1)
+    first_of_two = _outcomes_of_two(Loader(fetch))[0]
+    assert calls == [[1], [1, 2]]
+    assert alone == first_of_two == expected
+
+
+def test_instruments_hear_each_loader_flush_with_its_items() -> None:
+    from batchq.debug import Instrument, instrument
+
+    heard: list[tuple[str, list[Any], list[Any]]] = []
+
+    class Watch(Instrument):
+        def batch_flushed(self, batch: Any, items: Any, seconds: float) -> None:
+            heard.append((batch.name(), [i.key for i in items], [i._value for i in items]))
+
+    _, fetch = counting()
+    src = Loader(fetch, name="src")
+
+    @asynq()
+    def root() -> Generator[Any, Any, Any]:
+        one = yield src.load.asynq(1)
+        two = yield src.load_many.asynq([2, 3])
+        return one, two
+
+    with instrument(Watch()):
+        assert root() == ("value-1", ["value-2", "value-3"])
+    assert heard == [
+        ("src", [1], ["value-1"]),
+        ("src", [2, 3], ["value-2", "value-3"]),
+    ]
+    stats = batchq.get_scheduler().last_run
+    assert stats is not None
+    assert (stats.rounds, stats.batches, stats.items) == (2, 2, 3)
+
+
+@pytest.mark.parametrize("keys", [[1], [1, 2, 3]])
+def test_a_failing_fetch_fails_every_key_and_the_batch_lets_go_of_them(keys: list[int]) -> None:
+    def fetch(keys: list[int]) -> list[int]:
+        raise ConnectionError(f"down for {keys}")
+
+    src = Loader(fetch)
+    batches: list[Any] = []
+
+    @asynq()
+    def get(k: int) -> Generator[Any, Any, str]:
+        item = src.load.asynq(k)
+        batches.append(item.batch)
+        try:
+            yield item
+        except ConnectionError as e:
+            return str(e)
+        return "no error"
+
+    @asynq()
+    def root() -> Generator[Any, Any, list[str]]:
+        return (yield [get.asynq(k) for k in keys])
+
+    assert root() == [f"down for {keys}"] * len(keys)
+    batch = batches[0]
+    assert all(b is batch for b in batches)
+    assert isinstance(batch.error(), ConnectionError)
+    # (A traceback's frames reach the batch: only the garbage collector frees a failed one.)
+    assert (batch.by_key, batch.first, batch.items) == ({}, None, [])
+
+
+def test_a_loader_batch_flushed_by_hand_cannot_flush_again() -> None:
+    _, fetch = counting()
+    src = Loader(fetch)
+    item = src.load.asynq(1)
+    batch = item.batch
+    batch.flush()
+    assert item.value() == "value-1"
+    assert batch.is_flushed()
+    assert batchq.get_scheduler().active_batch(src) is None
+    with pytest.raises(batchq.BatchingError, match="already flushed"):
+        batch.flush()
+    batchq.get_scheduler()._pending.clear()
+
+
+def test_an_interrupted_round_counts_the_batches_it_flushed() -> None:
+    first_calls, first_fetch = counting()
+    first = Loader(first_fetch, name="first")
+
+    def interrupting(keys: list[int]) -> list[int]:
+        raise KeyboardInterrupt
+
+    second = Loader(interrupting, name="second")
+
+    @asynq()
+    def root() -> Generator[Any, Any, Any]:
+        return (yield [first.load.asynq(1), first.load.asynq(2), second.load.asynq(3)])
+
+    with pytest.raises(KeyboardInterrupt):
+        root()
+    assert first_calls == [[1, 2]]
+    stats = batchq.get_scheduler().last_run
+    assert stats is not None
+    assert (stats.rounds, stats.batches, stats.items) == (1, 1, 2)

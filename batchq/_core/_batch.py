@@ -2,12 +2,14 @@
 
 ``BatchBase``/``BatchItemBase`` keep asynq's protocol (``items``, ``_try_switch_active_batch``,
 ``_flush``, ``_cancel``, ``set_value``/``set_error``) so batches written for asynq work unchanged.
-The scheduler calls :meth:`BatchBase.flush` once per batch; ``flush`` never raises an ``Exception``:
+The scheduler calls :meth:`BatchBase.flush` once per batch (through ``_round_flush``, which a batch
+class may fuse with its own steps, as ``Loader``'s does); ``flush`` never raises an ``Exception``:
 a failure reaches every item of the batch instead.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from ._errors import BatchCancelledError, BatchingError
@@ -63,6 +65,17 @@ class BatchBase(FutureBase[None]):
             return
         self._value = None
         self._check_settled()
+
+    def _round_flush(self) -> Sequence[BatchItemBase[Any]]:
+        """The scheduler's entry: :meth:`flush`, then the items whose waiters it wakes.
+
+        One call per batch per round; a batch class may fuse it with its own steps (``Loader``'s
+        does) under :meth:`flush`'s contract.
+        """
+        # Read before the flush: a batch may let go of its items once they are settled.
+        items = self.items
+        self.flush()
+        return items
 
     def _check_settled(self) -> None:
         """After a flush: fail clearly every item ``_flush()`` left without a value."""

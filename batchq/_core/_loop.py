@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from _thread import get_ident
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from inspect import GEN_CREATED, getgeneratorstate
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -646,22 +646,21 @@ class Scheduler:
                 inst.round_started(self, index)
         pending = self._pending
         self._pending = {}
-        nbatches = 0
-        nitems = 0
         push = self._ready.append
+        items: Sequence[BatchItemBase[Any]]
         for batch in pending:
-            # Batches never drop items when they flush (asynq's did), so no copy is needed.
-            items = batch.items
-            if batch._value is NOT_COMPUTED:
+            if batch._value is not NOT_COMPUTED:
+                items = batch.items  # flushed meanwhile (e.g. by value()): only wake
+            else:
                 try:
                     if insts:
                         start = time.perf_counter()
-                        batch.flush()
+                        items = batch._round_flush()
                         seconds = time.perf_counter() - start
                         for inst in insts:
                             inst.batch_flushed(batch, items, seconds)
                     else:
-                        batch.flush()
+                        items = batch._round_flush()
                 except BaseException:
                     # Interrupted mid-round: what is not flushed stays pending, so the abort
                     # cancels it.
@@ -669,11 +668,14 @@ class Scheduler:
                         if b._value is NOT_COMPUTED:
                             self._pending[b] = None
                     raise
-                nbatches += 1
-                nitems += len(items)
-            # Backwards, so that the first item's waiters end on top of the stack. The wake-up
-            # below is _drive's, inlined on purpose: a call per waiter shows in every round.
-            for item in reversed(items):
+                # Counted as it goes: no locals to add up, and an interrupted round counts
+                # what it flushed.
+                self._batches += 1
+                self._items += len(items)
+            # Backwards, so that the first item's waiters end on top of the stack (no reversed()
+            # for one item: a deep chain's round). The wake-up below is _drive's, inlined on
+            # purpose: a call per waiter shows in every round.
+            for item in reversed(items) if len(items) > 1 else items:
                 ws = item._waiters
                 if ws is not None:
                     item._waiters = None
@@ -694,8 +696,6 @@ class Scheduler:
                             push(ws)
                         else:
                             push_elsewhere(ws)
-        self._batches += nbatches
-        self._items += nitems
         if insts:
             for inst in insts:
                 inst.round_finished(self, index)

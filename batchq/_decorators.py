@@ -256,6 +256,21 @@ class _GeneratorAsyncFunction(AsyncFunction[P, T]):
 
     __slots__ = ("asynq",)
 
+    def __new__(
+        cls,
+        fn: Callable[..., Any],
+        task_cls: type[AsyncTask[Any]] = AsyncTask,
+        sync_fn: Callable[..., Any] | None = None,
+        asyncio_fn: Callable[..., Any] | None = None,
+    ) -> Self:
+        func = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
+        if inspect.isgeneratorfunction(func):
+            return object.__new__(cls)
+        # Rebuilt from a plain function (type(f)(g)): the maker and __call__ here would run g's
+        # return value as a generator. What @asynq() makes of g instead (not a subclass of cls:
+        # type.__call__ does not initialize it a second time).
+        return AsyncFunction(fn, task_cls, sync_fn, asyncio_fn)  # type: ignore[return-value]
+
     def __init__(
         self,
         fn: Callable[..., Any],

@@ -135,6 +135,24 @@ def test_pure_functions_each_make_their_own_tasks() -> None:
         double()  # type: ignore[call-arg]
 
 
+def test_a_decorated_function_rebuilt_from_a_plain_function_calls_it_plainly() -> None:
+    # type(f)(g), as decorators of decorated functions do: for a plain (non-generator) g, the
+    # result must behave as @asynq() of g does, called directly or as a task, not run g's return
+    # value as if it were a generator.
+    @asynq()
+    def double(x: int) -> Generator[Any, Any, int]:
+        yield None
+        return x * 2
+
+    def plus_one(x: int) -> int:
+        return x + 1
+
+    rebuilt: Any = type(double)(plus_one)
+    assert rebuilt(1) == 2
+    assert rebuilt.asynq(1).value() == 2
+    assert rebuilt.fn is plus_one
+
+
 def test_pure_methods_return_the_task() -> None:
     class C:
         @asynq(pure=True)

@@ -1046,3 +1046,31 @@ def test_answered_calls_leave_nothing_behind_in_the_driver() -> None:
         return values
 
     assert run(main) == list(range(1, 51))
+
+
+def test_a_cancelled_call_is_not_kept_by_the_asyncio_work_it_waited_on() -> None:
+    # The driver looked at the call while its asyncio work ran (and noted it on that work); the
+    # call is cancelled, then the work ends: the driver must not take the dropped call back.
+    gate = asyncio.Event()
+
+    @asynq()
+    def waits_for_gate() -> Generator[Any, Any, None]:
+        yield from_asyncio(gate.wait())
+
+    async def main() -> None:
+        call = asyncio.ensure_future(waits_for_gate.asyncio())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        driver = _drivers[asyncio.get_running_loop()]
+        assert driver.outstanding == 1
+        assert driver.unchecked == {}  # looked at: waiting on the gate
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert driver.outstanding == 0
+        assert driver.calls == {}
+        assert driver.unchecked == {}
+
+    run(main)

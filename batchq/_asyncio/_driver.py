@@ -460,7 +460,14 @@ class Driver:
         self.outstanding -= 1
         fut._task = None
         if fut.watchers is not None:
-            self.unchecked.update(dict.fromkeys(fut.watchers))
+            # Only the calls still in flight: a call answered or dropped meanwhile (cancelled
+            # while it waited on this work) would stay in unchecked, with its run and tasks,
+            # until the driver next looks for a stuck call (perhaps never).
+            calls = self.calls
+            watchers: list[_Call] = fut.watchers
+            for call in watchers:
+                if call.run is not None and calls.get(call.run) is call:
+                    self.unchecked[call] = None
             fut.watchers = None
         ok, value = outcome(task, fut._start)
         if ok:

@@ -291,7 +291,14 @@ class _GeneratorAsyncFunction(AsyncFunction[P, T]):
         # The task from the generated maker too: no tuple and dict of the arguments per call.
         if self.sync_fn is not None:
             return self.sync_fn(*args, **kwargs)  # type: ignore[no-any-return]
-        task = self.asynq(*args, **kwargs)
+        try:
+            task = self.asynq(*args, **kwargs)
+        except TypeError:
+            # Bad arguments. The maker's count of them includes its hidden first parameter (the
+            # bound f): fn itself says what is wrong ("f() takes 1 positional argument but 2
+            # were given"); the generator it makes is never started.
+            self.fn(*args, **kwargs)
+            raise
         try:
             return run_sync(task)
         except BaseException:
@@ -305,7 +312,7 @@ class _GeneratorAsyncFunction(AsyncFunction[P, T]):
 # Every generated ``asynq``: AsyncTask.__init__ inlined, the arguments passed as received.
 _FACTORY_TEMPLATE = """\
 def _bq_make(_bq_fn, _bq_cls, _bq_nc{defaults}):
-    def asynq(_bq_self, {params}):
+    def asynq({params}):
         _bq_task = _bq_new(_bq_cls)
         _bq_task._value = _bq_nc
         _bq_task._error = None
@@ -321,8 +328,14 @@ def _bq_make(_bq_fn, _bq_cls, _bq_nc{defaults}):
 """
 
 
-def _task_factory(fn: Callable[..., Any]) -> Callable[..., AsyncTask[Any]] | None:
+def _task_factory(
+    fn: Callable[..., Any], method: bool = True
+) -> Callable[..., AsyncTask[Any]] | None:
     """``fn``'s task maker with ``fn``'s own parameters, or None if they cannot be copied.
+
+    With ``method``, a first parameter that is ignored comes before them (the maker is bound to
+    the decorated function as its ``asynq``). Without, the maker takes exactly ``fn``'s
+    parameters, so that Python's errors about the arguments count them as for ``fn``.
 
     Read from the code object, not ``inspect.signature``, which would believe a ``__wrapped__``
     or ``__signature__`` that the function does not actually have.
@@ -354,8 +367,6 @@ def _task_factory(fn: Callable[..., Any]) -> Callable[..., AsyncTask[Any]] | Non
         call.append(name)
         if i + 1 == nposonly:
             params.append("/")
-    if not nposonly:
-        params.insert(0, "/")  # after _bq_self, which the template puts first
     if star:
         params.append(f"*{names[nargs + nkwonly]}")
         call.append(f"*{names[nargs + nkwonly]}")
@@ -371,13 +382,18 @@ def _task_factory(fn: Callable[..., Any]) -> Callable[..., AsyncTask[Any]] | Non
     if starstar:
         params.append(f"**{names[nargs + nkwonly + star]}")
         call.append(f"**{names[nargs + nkwonly + star]}")
+    if method:
+        params[:0] = ["_bq_self"] if nposonly else ["_bq_self", "/"]
     return _build_factory(fn, params, call, env)
 
 
-def _packed_task_factory(fn: Callable[..., Any]) -> Callable[..., AsyncTask[Any]]:
-    """The task maker for any callable: arguments packed and passed on as they came."""
+def _packed_task_factory(
+    fn: Callable[..., Any], method: bool = True
+) -> Callable[..., AsyncTask[Any]]:
+    """The task maker for any callable: arguments packed and passed on as they came (after an
+    ignored first parameter with ``method``, as in :func:`_task_factory`)."""
     packed = ["*_bq_args", "**_bq_kwargs"]
-    return _build_factory(fn, ["/", *packed], packed, {})
+    return _build_factory(fn, ["_bq_self", "/", *packed] if method else packed, packed, {})
 
 
 @functools.lru_cache(maxsize=4096)
@@ -619,11 +635,17 @@ def _pure_function(
     """``@asynq(pure=True)`` of a plain function: its own fast class when it can have one."""
     if task_cls is not AsyncTask or not inspect.isgeneratorfunction(fn):
         return PureAsyncFunction(fn, task_cls, None, asyncio_fn)
-    maker = _task_factory(fn) or _packed_task_factory(fn)
+    # A static method: the maker takes fn's own parameters, not the instance, so that Python's
+    # errors about the arguments count them as for fn (and a call passes one argument less).
+    maker = _task_factory(fn, method=False) or _packed_task_factory(fn, method=False)
     cls = type(
         "PureAsyncFunction",
         (_GeneratorPureAsyncFunction,),
-        {"__call__": maker, "_bq_fn": fn, "__module__": PureAsyncFunction.__module__},
+        {
+            "__call__": staticmethod(maker),
+            "_bq_fn": fn,
+            "__module__": PureAsyncFunction.__module__,
+        },
     )
     cls.__qualname__ = PureAsyncFunction.__qualname__
     func: PureAsyncFunction[Any, Any] = object.__new__(cls)

@@ -153,6 +153,37 @@ def test_a_decorated_function_rebuilt_from_a_plain_function_calls_it_plainly() -
     assert rebuilt.fn is plus_one
 
 
+def test_bad_arguments_are_counted_as_for_the_function() -> None:
+    # f(...) and a pure p(...) make their task with a generated maker: a wrong number of
+    # arguments must read as Python says it for the function itself, not counting a parameter
+    # of the maker's own.
+    @asynq()
+    def f(x: int) -> Generator[Any, Any, int]:
+        yield None
+        return x
+
+    @asynq(pure=True)
+    def p(x: int) -> Generator[Any, Any, int]:
+        yield None
+        return x
+
+    @asynq(pure=True)
+    def none() -> Generator[Any, Any, int]:
+        yield None
+        return 0
+
+    with pytest.raises(TypeError, match=r"\.f\(\) takes 1 positional argument but 2 were given$"):
+        f(1, 2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"\.p\(\) takes 1 positional argument but 2 were given$"):
+        p(1, 2)  # type: ignore[call-arg]
+    zero = r"\.none\(\) takes 0 positional arguments but 1 was given$"
+    with pytest.raises(TypeError, match=zero):
+        none(1)  # type: ignore[call-arg]
+    assert f(1) == 1
+    assert p(2).value() == 2
+    assert none().value() == 0
+
+
 def test_pure_methods_return_the_task() -> None:
     class C:
         @asynq(pure=True)

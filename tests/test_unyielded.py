@@ -220,3 +220,20 @@ def test_a_task_freed_by_the_collector_still_fails_its_own_strict_run() -> None:
         pytest.raises(UnyieldedTaskError, match="user"),
     ):
         drops_in_a_cycle()
+
+
+def test_reporting_makes_no_run_object_outside_strict_mode() -> None:
+    # A synchronous run makes its Run only when something asks for it; a checked task asks only
+    # in strict mode, where it must know the run to fail.
+    from batchq._core._runtime import current_scheduler
+
+    @asynq()
+    def outer() -> Generator[Any, Any, object]:
+        yield user.asynq(1)
+        sched = current_scheduler()
+        assert sched is not None
+        return sched.ambient_run
+
+    assert outer() is None
+    with bq_debug.strict():
+        assert outer() is not None

@@ -22,7 +22,7 @@ from typing import Any
 
 from ._errors import UnyieldedTaskWarning
 from ._instruments import strict_mode
-from ._runtime import Run, current_run
+from ._runtime import Run, current_run, current_scheduler
 from ._task import AsyncTask
 
 __all__ = ["CheckedTask", "new_checked_task"]
@@ -79,10 +79,26 @@ def new_checked_task(cls: type[Any]) -> Any:
     while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame = frame.f_back
     task._origin = f"{frame.f_code.co_filename}:{frame.f_lineno}"
-    run = current_run()
-    strict = run is not None and (run.strict or strict_mode.get())
-    task._strict_run = run if strict else None
+    task._strict_run = _strict_run()
     return task
+
+
+def _strict_run() -> Run | None:
+    """The run a task made now belongs to, if that run is strict; None otherwise.
+
+    Looks without making: a synchronous run makes its ``Run`` only when asked for it, and only
+    a strict one needs to be kept by the tasks it makes.
+    """
+    sched = current_scheduler()
+    if sched is None:
+        return None
+    frame = sched._frame
+    run = frame.run if frame is not None else None
+    if run is None:
+        run = sched.ambient_run
+    if run is not None:
+        return run if run.strict or strict_mode.get() else None
+    return current_run() if strict_mode.get() else None
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep

@@ -1074,3 +1074,39 @@ def test_a_cancelled_call_is_not_kept_by_the_asyncio_work_it_waited_on() -> None
         assert driver.unchecked == {}
 
     run(main)
+
+
+def test_work_shared_with_a_live_call_does_not_keep_a_cancelled_one() -> None:
+    # Two calls wait on one task, which waits on asyncio work that goes on; the driver files
+    # both on that work. The cancelled one must not stay filed there until the work ends.
+    gate = asyncio.Event()
+
+    @asynq()
+    def shared_work() -> Generator[Any, Any, int]:
+        yield from_asyncio(gate.wait())
+        return 3
+
+    @asynq()
+    def caller(task: batchq.AsyncTask[int]) -> Generator[Any, Any, int]:
+        return (yield task)
+
+    async def main() -> int:
+        task = shared_work.asynq()
+        doomed = asyncio.ensure_future(caller.asyncio(task))
+        kept = asyncio.ensure_future(caller.asyncio(task))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        work = task._dep
+        assert isinstance(work, AsyncioFuture)
+        assert work.watchers is not None
+        assert len(work.watchers) == 2
+        doomed.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(work.watchers) == 1
+        gate.set()
+        return await kept
+
+    assert run(main) == 3

@@ -77,7 +77,7 @@ async def run_in_loop(
 class _Call:
     """One ``.asyncio()`` call: how to make its future, and the asyncio future its caller awaits."""
 
-    __slots__ = ("make", "fn", "args", "future", "instruments", "strict", "run")
+    __slots__ = ("make", "fn", "args", "future", "instruments", "strict", "run", "watching")
 
     def __init__(
         self,
@@ -94,6 +94,8 @@ class _Call:
         self.instruments = _installed()
         self.strict = strict_mode.get()
         self.run: Run | None = None
+        # The asyncio work the driver last found this call waiting on (see Driver._stuck_run).
+        self.watching: AsyncioFuture[Any] | None = None
 
 
 def _work_in_flight(root: FutureBase[Any]) -> AsyncioFuture[Any] | None:
@@ -363,6 +365,12 @@ class Driver:
         call = self.calls.pop(run, None)
         if call is not None:
             self.unchecked.pop(call, None)
+            work = call.watching
+            if work is not None:
+                # Not kept by work that goes on (shared with a call still in flight) until it ends.
+                call.watching = None
+                if work.watchers is not None:
+                    work.watchers.pop(call, None)
         return call
 
     def _run_done(self, run: Run) -> None:
@@ -416,10 +424,13 @@ class Driver:
             work = _work_in_flight(root)
             if work is None:
                 return run
+            old = call.watching
+            if old is not None and old is not work and old.watchers is not None:
+                old.watchers.pop(call, None)
             if work.watchers is None:
-                work.watchers = [call]
-            else:
-                work.watchers.append(call)
+                work.watchers = {}
+            work.watchers[call] = None
+            call.watching = work
         return None
 
     def _unstick(self, run: Run | None = None) -> None:
@@ -464,11 +475,12 @@ class Driver:
             # while it waited on this work) would stay in unchecked, with its run and tasks,
             # until the driver next looks for a stuck call (perhaps never).
             calls = self.calls
-            watchers: list[_Call] = fut.watchers
+            watchers: dict[_Call, None] = fut.watchers
+            fut.watchers = None
             for call in watchers:
+                call.watching = None
                 if call.run is not None and calls.get(call.run) is call:
                     self.unchecked[call] = None
-            fut.watchers = None
         ok, value = outcome(task, fut._start)
         if ok:
             fut._value = value

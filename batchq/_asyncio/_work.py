@@ -45,7 +45,7 @@ class AsyncioFuture(FutureBase[T]):
         self._start = start
         self._task: asyncio.Task[Any] | None = None
         # The driver's calls last found waiting on this work: looked at again when it ends.
-        self.watchers: list[Any] | None = None
+        self.watchers: dict[Any, None] | None = None
 
     def _compute(self) -> None:
         """Nothing to do here: the driver sets the outcome when the asyncio task ends."""

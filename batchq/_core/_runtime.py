@@ -29,6 +29,7 @@ __all__ = [
     "current_scheduler",
     "current_run",
     "run_of",
+    "peek_run",
     "scheduler_var",
     "get_active_task",
     "set_current",
@@ -107,16 +108,21 @@ def run_of(sched: Scheduler) -> Run | None:
 
     A synchronous run makes its ``Run`` here, on first use: most runs never ask for one.
     """
+    run = peek_run(sched)
+    if run is None and sched._running and not sched._runs:
+        run = sched.ambient_run = Run(None, sched.parent_run)
+    return run
+
+
+def peek_run(sched: Scheduler) -> Run | None:
+    """:func:`run_of` without making one: None for a synchronous run that has not made its own."""
     # While a task runs, the scheduler's frame is that task's (the loop switches it).
     frame = sched._frame
     if frame is not None:
         run = frame.run
         if run is not None:
             return run
-    run = sched.ambient_run
-    if run is None and sched._running and not sched._runs:
-        run = sched.ambient_run = Run(None, sched.parent_run)
-    return run
+    return sched.ambient_run
 
 
 def _no_entry(fut: FutureBase[Any]) -> None:

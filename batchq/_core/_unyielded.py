@@ -22,7 +22,7 @@ from typing import Any
 
 from ._errors import UnyieldedTaskWarning
 from ._instruments import strict_mode
-from ._runtime import Run, current_run, current_scheduler
+from ._runtime import Run, current_run, current_scheduler, peek_run
 from ._task import AsyncTask
 
 __all__ = ["CheckedTask", "new_checked_task"]
@@ -92,10 +92,7 @@ def _strict_run() -> Run | None:
     sched = current_scheduler()
     if sched is None:
         return None
-    frame = sched._frame
-    run = frame.run if frame is not None else None
-    if run is None:
-        run = sched.ambient_run
+    run = peek_run(sched)
     if run is not None:
         return run if run.strict or strict_mode.get() else None
     return current_run() if strict_mode.get() else None

@@ -437,10 +437,23 @@ class Scheduler:
                                     n = ws._npending
                                     if n:
                                         ws._npending = n - 1
-                                    elif ws._sched is self:
-                                        nxt = ws
-                                    else:
+                                    elif ws._sched is not self:
                                         push_elsewhere(ws)
+                                    elif hooks or ws._dep is not task or (wgen := ws._gen) is None:
+                                        nxt = ws  # (waits on a list/tuple/dict: _unwrap it)
+                                    else:
+                                        # Its single waiter, waiting on this task alone, resumes
+                                        # here with the value just returned: the loop's top
+                                        # would read it back from this task, less directly.
+                                        task = ws
+                                        gen = wgen
+                                        ws._dep = None
+                                        value = e.value
+                                        err = None
+                                        if ws._contexts is not self._frame:
+                                            self._switch_frame(ws._contexts)
+                                        self.active_task = ws
+                                        continue
                             break
                         except AsyncTaskResult as e:
                             self._finish(task, e.result, hooks)
@@ -482,7 +495,20 @@ class Scheduler:
                                             continue
                                     y._sched = self
                                     y._contexts = task._contexts
-                                    nxt = y
+                                    if hooks or y._waiters is not None or (ygen := y._gen) is None:
+                                        nxt = y
+                                    else:
+                                        # The child runs at once, here: this task waits on it
+                                        # first, as below, so that an interrupt in the child's
+                                        # first step finds both.
+                                        task._dep = y
+                                        y._waiters = task
+                                        task = y
+                                        gen = ygen
+                                        value = None
+                                        err = None
+                                        self.active_task = y
+                                        continue
                             else:
                                 value = y._value
                                 err = y._error

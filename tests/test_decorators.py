@@ -489,3 +489,98 @@ def test_each_task_maker_has_its_own_profiler_row_and_source() -> None:
     assert any(name.endswith("first>") for name in makers)
     assert any(name.endswith("second>") for name in makers)
     assert inspect.getsource(f.asynq).startswith("    def asynq(_bq_self, /, x):")
+
+
+# -- bound methods: obj.method.asynq is a generated maker too ------------------------------------
+
+
+def _as_method(fn: Any) -> Any:
+    """An instance of a class with ``fn`` decorated as its method ``m``."""
+    return type("Holder", (), {"m": asynq()(fn)})()
+
+
+def _method_calls(calls: Any) -> Any:
+    # The function's first argument is the instance: calls that pass it positionally.
+    return [(args[1:], kwargs) for args, kwargs in calls if args]
+
+
+@pytest.mark.parametrize(("fn", "calls"), _signatures(), ids=lambda v: getattr(v, "__name__", ""))
+def test_bound_asynq_accepts_exactly_what_the_method_accepts(fn: Any, calls: Any) -> None:
+    from types import MethodType
+
+    obj = _as_method(fn)
+    for args, kwargs in _method_calls(calls):
+        expected = AsyncTask(MethodType(fn, obj)(*args, **kwargs), fn).value()
+        task = obj.m.asynq(*args, **kwargs)
+        assert task.args[0] is obj  # the instance, as the first argument of the call
+        assert task.value() == expected
+        assert obj.m(*args, **kwargs) == expected
+
+
+@pytest.mark.parametrize(("fn", "calls"), _signatures(), ids=lambda v: getattr(v, "__name__", ""))
+def test_bound_asynq_refuses_bad_arguments_with_the_methods_own_message(
+    fn: Any, calls: Any
+) -> None:
+    from types import MethodType
+
+    obj = _as_method(fn)
+    refused = 0
+    for args in [(), (1, 2, 3, 4, 5, 6)]:
+        try:
+            MethodType(fn, obj)(*args)
+        except TypeError as error:
+            direct = str(error)
+        else:
+            obj.m.asynq(*args).value()  # accepted both ways
+            continue
+        with pytest.raises(TypeError) as via_asynq:
+            obj.m.asynq(*args)
+        assert str(via_asynq.value) == direct
+        refused += 1
+    assert refused or fn.__name__ == "star"  # (star takes any positional arguments)
+
+
+def test_bound_asynq_is_a_method_of_the_bound_function() -> None:
+    m = Model(2)
+    bound = m.add
+    # Tools (pycroscope) find the async function from obj.method.asynq's __self__.
+    assert bound.asynq.__self__ == bound
+    assert bound.asynq.__name__ == "asynq"
+    assert type(bound) is Model.add.binder_cls
+    assert isinstance(bound, batchq.BoundAsyncFunction)
+    assert type(bound).__name__ == "BoundAsyncFunction"
+    assert type(Model(3).add) is type(bound)  # one class per function, not per binding
+
+
+def test_bound_methods_copy_and_pickle_like_python_methods() -> None:
+    import copy
+    import pickle
+
+    m = _PicklableModel(5)
+    for again in (
+        copy.copy(m.add),
+        copy.deepcopy(m.add),
+        pickle.loads(pickle.dumps(m.add)),
+        pickle.loads(pickle.dumps(_PicklableModel.make)),
+    ):
+        assert isinstance(again, batchq.BoundAsyncFunction)
+    assert copy.copy(m.add) == m.add
+    assert copy.copy(m.add).asynq(1).value() == 6
+    assert pickle.loads(pickle.dumps(m.add))(2) == 7
+    assert pickle.loads(pickle.dumps(_PicklableModel.make))(4).base == 4
+
+
+class _PicklableModel:
+    def __init__(self, base: int) -> None:
+        self.base = base
+
+    @asynq()
+    def add(self, x: int) -> Generator[Any, Any, int]:
+        yield None
+        return self.base + x
+
+    @asynq()
+    @classmethod
+    def make(cls, base: int) -> Generator[Any, Any, _PicklableModel]:
+        yield None
+        return cls(base)

@@ -143,3 +143,99 @@ def test_contexts_outside_tasks_just_enter_and_exit() -> None:
     with Ctx("outside"):
         log.append("body")
     assert log == ["+outside", "body", "-outside"]
+
+
+def test_context_failing_to_resume_fails_a_waiter_resumed_by_a_task_it_did_not_start() -> None:
+    # `b` waits on a task `a` started inside another context: when that task returns, the
+    # scheduler switches from a's frame to b's, and b's context fails to resume. b must get that
+    # error at its yield (as on any switch), not the task's value with the error dropped.
+    class FailsFirstPause(AsyncContext):
+        pauses = 0
+
+        def resume(self) -> None:
+            log.append("+a")
+
+        def pause(self) -> None:
+            log.append("-a")
+            self.pauses += 1
+            if self.pauses == 1:
+                raise ValueError("cannot pause a")
+
+    class FailsSecondResume(AsyncContext):
+        resumes = 0
+
+        def resume(self) -> None:
+            log.append("+b")
+            self.resumes += 1
+            if self.resumes == 2:
+                raise KeyError("cannot resume b")
+
+        def pause(self) -> None:
+            log.append("-b")
+
+    @asynq()
+    def shared() -> Generator[Any, Any, int]:
+        value = yield src.load.asynq(5)
+        log.append("shared returns")
+        return value
+
+    started: list[batchq.AsyncTask[int]] = []
+
+    @asynq()
+    def a() -> Generator[Any, Any, str]:
+        try:
+            with FailsFirstPause():
+                started.append(shared.asynq())
+                yield started[0]
+        except ValueError as e:
+            # Switched out while waiting: the failed pause stops a's wait on `shared`.
+            return f"a: {e}"
+        return "a: no error"
+
+    @asynq()
+    def b() -> Generator[Any, Any, str]:
+        try:
+            with FailsSecondResume():
+                value = yield started[0]  # now its only waiter
+        except KeyError as e:
+            return f"b: {e}"
+        return f"b: got {value}"
+
+    @asynq()
+    def root() -> Generator[Any, Any, Any]:
+        return (yield [a.asynq(), b.asynq()])
+
+    assert root() == ["a: cannot pause a", "b: 'cannot resume b'"]
+    assert log[-4:] == ["-a", "shared returns", "+b", "-b"]
+
+
+def test_each_task_sees_its_own_contexts_when_a_child_returns_to_it() -> None:
+    @asynq()
+    def child(n: int) -> Generator[Any, Any, int]:
+        with Ctx(f"c{n}"):
+            log.append(f"child {n}")
+        return n
+        yield
+
+    @asynq()
+    def parent() -> Generator[Any, Any, list[int]]:
+        with Ctx("p"):
+            a = yield child.asynq(1)
+            log.append("parent got 1")
+        b = yield child.asynq(2)
+        log.append("parent got 2")
+        return [a, b]
+
+    assert parent() == [1, 2]
+    assert log == [
+        "+p",
+        "+c1",
+        "child 1",
+        "-c1",
+        "parent got 1",
+        "-p",
+        "+c2",
+        "child 2",
+        "-c2",
+        "parent got 2",
+    ]

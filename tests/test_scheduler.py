@@ -371,3 +371,77 @@ def test_task_states_while_a_run_is_in_progress() -> None:
     for task in tasks.values():
         assert not task.is_blocked()
         assert " done" in repr(task)
+
+
+def test_a_child_runs_and_returns_to_its_parent_as_the_active_task_each_time() -> None:
+    # A task started by the one running runs at once, and a task returning to its lone waiter
+    # resumes it at once: each must then be the active task, in depth-first order.
+    seen: list[tuple[str, str]] = []
+
+    def note(label: str) -> None:
+        active = batchq.get_active_task()
+        seen.append((label, active.call_str() if active is not None else "none"))
+
+    @asynq()
+    def level(n: int) -> Generator[Any, Any, int]:
+        note(f"start {n}")
+        value = 0 if n == 0 else (yield level.asynq(n - 1)) + 1
+        note(f"back in {n}")
+        return value
+
+    @asynq()
+    def sibling() -> Generator[Any, Any, str]:
+        note("sibling")
+        yield None
+        return "s"
+
+    @asynq()
+    def root() -> Generator[Any, Any, Any]:
+        return (yield [level.asynq(2), sibling.asynq()])
+
+    assert root() == [2, "s"]
+    labels = [label for label, _ in seen]
+    assert labels == [
+        "start 2",
+        "start 1",
+        "start 0",
+        "back in 0",
+        "back in 1",
+        "back in 2",
+        "sibling",
+    ]
+    for label, active in seen:
+        n = label.rsplit(" ", 1)[-1]
+        assert active.endswith("sibling()" if label == "sibling" else f"level({n})"), label
+
+
+def test_an_error_set_on_a_running_task_is_what_its_waiter_receives() -> None:
+    # The waiter gets the task's outcome (what task.value() gives), even when the generator
+    # returned after someone set an error on the task.
+    loader = Loader(lambda keys: keys)
+    tasks: list[AsyncTask[int]] = []
+
+    @asynq()
+    def slow() -> Generator[Any, Any, int]:
+        return (yield loader.load.asynq(5))
+
+    @asynq()
+    def waiter() -> Generator[Any, Any, str]:
+        tasks.append(slow.asynq())
+        try:
+            return f"got {(yield tasks[0])}"
+        except ValueError as e:
+            return f"error {e}"
+
+    @asynq()
+    def setter() -> Generator[Any, Any, None]:
+        yield None
+        tasks[0].set_error(ValueError("set while it ran"))
+
+    @asynq()
+    def root() -> Generator[Any, Any, Any]:
+        return (yield [waiter.asynq(), setter.asynq()])
+
+    assert root() == ["error set while it ran", None]
+    with pytest.raises(ValueError, match="set while it ran"):
+        tasks[0].value()

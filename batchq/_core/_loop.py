@@ -439,19 +439,29 @@ class Scheduler:
                                         ws._npending = n - 1
                                     elif ws._sched is not self:
                                         push_elsewhere(ws)
-                                    elif hooks or ws._dep is not task or (wgen := ws._gen) is None:
-                                        nxt = ws  # (waits on a list/tuple/dict: _unwrap it)
+                                    elif (
+                                        hooks
+                                        or ws._dep is not task
+                                        or ws._contexts is not self._frame
+                                        or task._error is not None
+                                        or (wgen := ws._gen) is None
+                                    ):
+                                        # The loop's top: it _unwraps a list/tuple/dict; it
+                                        # switches frames before reading the waiter's _dep,
+                                        # where a context failing to resume leaves its error;
+                                        # and an error set on this task while it ran is what
+                                        # the waiter gets.
+                                        nxt = ws
                                     else:
-                                        # Its single waiter, waiting on this task alone, resumes
-                                        # here with the value just returned: the loop's top
-                                        # would read it back from this task, less directly.
+                                        # Its single waiter, waiting on this task alone in the
+                                        # same frame, resumes here with the value just
+                                        # returned: the loop's top would read it back from
+                                        # this task, less directly.
                                         task = ws
                                         gen = wgen
                                         ws._dep = None
                                         value = e.value
                                         err = None
-                                        if ws._contexts is not self._frame:
-                                            self._switch_frame(ws._contexts)
                                         self.active_task = ws
                                         continue
                             break

@@ -16,7 +16,17 @@ import sys
 from collections.abc import Callable, Coroutine, Generator
 from inspect import CO_VARARGS, CO_VARKEYWORDS
 from types import FunctionType, MethodType
-from typing import Any, ClassVar, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Concatenate,
+    Generic,
+    Literal,
+    ParamSpec,
+    TypeVar,
+    overload,
+)
 
 from ._core._errors import AsyncTaskResult, YieldTypeError
 from ._core._format import fn_name
@@ -254,7 +264,7 @@ class _GeneratorAsyncFunction(AsyncFunction[P, T]):
     wrapper (whose ``asynq`` would then skip the wrapper).
     """
 
-    __slots__ = ("asynq", "_bound_cls")
+    __slots__ = ("asynq", "_bound_maker")
 
     def __new__(
         cls,
@@ -286,27 +296,16 @@ class _GeneratorAsyncFunction(AsyncFunction[P, T]):
             maker = _task_factory(fn) or _packed_task_factory(fn)
         # A bound method named asynq whose __self__ is f, as in asynq: tools find f from it.
         self.asynq = MethodType(maker, self)  # type: ignore[method-assign]
-        # What obj.f binds to: made on the first binding (most functions are not methods).
-        self._bound_cls: type[BoundAsyncFunction[Any, Any]] | None = (
-            None if task_cls is AsyncTask else BoundAsyncFunction
+        # obj.f.asynq's task maker: made when first asked for (most functions are not methods).
+        self._bound_maker: Callable[..., AsyncTask[Any]] | None = (
+            None if task_cls is AsyncTask else _generic_bound_asynq
         )
-
-    @property
-    def binder_cls(self) -> type[BoundMethod[Any, Any]]:  # type: ignore[override]
-        """The class ``obj.f`` is (qcore's binder protocol): this function's own."""
-        cls = self._bound_cls
-        if cls is None:
-            cls = self._bound_cls = _bound_class(self)
-        return cls
 
     def __get__(self, obj: Any, owner: type[Any] | None = None) -> Any:
         if obj is None:
             return self
-        cls = self._bound_cls
-        if cls is None:
-            cls = self._bound_cls = _bound_class(self)
-        # BoundMethod.__init__ inlined: once per obj.method, mostly to call .asynq on it.
-        bound: BoundAsyncFunction[Any, Any] = _new_object(cls)
+        # BoundAsyncFunction(self, obj) without its __init__ call: once per obj.method.
+        bound: BoundAsyncFunction[Any, Any] = _new_object(BoundAsyncFunction)
         bound.__func__ = self
         bound.__self__ = obj
         return bound
@@ -573,12 +572,10 @@ class BoundAsyncFunction(BoundMethod[P, T]):
     __slots__ = ()
     __func__: _AsyncCallable[Any, T]
 
-    def asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
-        func = self.__func__
-        if type(func) is _GeneratorAsyncFunction:
-            # Its generated task maker: no argument tuple kept per task.
-            return func.asynq(self.__self__, *args, **kwargs)
-        return func._call_pure((self.__self__, *args), kwargs)
+    if TYPE_CHECKING:
+        # At run time, a property (set below the class): the method's own task maker.
+        def asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
+            """The task of this call, to ``yield`` from another async function."""
 
     def asyncio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
         """Await this call from asyncio code; calls pending at the same moment share rounds."""
@@ -694,25 +691,41 @@ def _pure_function(
     return func
 
 
-def _bound_class(func: _GeneratorAsyncFunction[Any, Any]) -> type[BoundAsyncFunction[Any, Any]]:
-    """The class of ``func`` bound to an instance: its ``asynq`` is a task maker of its own.
+def _generic_bound_asynq(bound: BoundAsyncFunction[Any, Any], *args: Any, **kwargs: Any) -> Any:
+    """``obj.method.asynq`` of any async function: the call packed and passed on."""
+    func = bound.__func__
+    if type(func) is _GeneratorAsyncFunction:
+        # Its generated task maker: no argument tuple kept per task.
+        return func.asynq(bound.__self__, *args, **kwargs)
+    return func._call_pure((bound.__self__, *args), kwargs)
 
-    ``obj.method.asynq(x)`` then makes its task in one call with ``method``'s own parameters,
-    as ``f.asynq(x)`` does, where the generic method packs the arguments and calls on (about 2.5
-    times slower). ``obj.method.asynq`` stays a bound method named ``asynq`` whose ``__self__``
-    is the bound function (tools find the function from it), and the class is named
-    ``BoundAsyncFunction`` like the generic one it subclasses.
+
+# Named like every asynq, where tools look for it (obj.method.asynq.__name__ == "asynq").
+_generic_bound_asynq.__name__ = "asynq"
+_generic_bound_asynq.__qualname__ = "BoundAsyncFunction.asynq"
+
+
+def _bound_asynq(bound: BoundAsyncFunction[Any, Any]) -> Any:
+    """``obj.method.asynq``: the method's own task maker, bound to ``obj.method``.
+
+    For a generator method it is generated with the method's parameters (the instance taken from
+    the bound method), so ``obj.method.asynq(x)`` makes its task in one call, as ``f.asynq(x)``
+    does; the generic maker packs the arguments and calls on. Either way it is a bound method
+    named ``asynq`` whose ``__self__`` is ``obj.method``: tools find the function from it. (A
+    property: its getter is called from C, cheaper than a descriptor's ``__get__`` in Python.)
     """
-    maker = _task_factory(func.fn, method=False, bound=True)
+    func = bound.__func__
+    if type(func) is not _GeneratorAsyncFunction:
+        return MethodType(_generic_bound_asynq, bound)
+    maker = func._bound_maker
     if maker is None:
-        return BoundAsyncFunction
-    cls = type(
-        "BoundAsyncFunction",
-        (BoundAsyncFunction,),
-        {"__slots__": (), "asynq": maker, "__module__": BoundAsyncFunction.__module__},
-    )
-    cls.__qualname__ = BoundAsyncFunction.__qualname__
-    return cls
+        maker = func._bound_maker = (
+            _task_factory(func.fn, method=False, bound=True) or _generic_bound_asynq
+        )
+    return MethodType(maker, bound)
+
+
+BoundAsyncFunction.asynq = property(_bound_asynq)  # type: ignore[assignment,method-assign]
 
 
 _new_object = object.__new__

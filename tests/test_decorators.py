@@ -546,10 +546,26 @@ def test_bound_asynq_is_a_method_of_the_bound_function() -> None:
     # Tools (pycroscope) find the async function from obj.method.asynq's __self__.
     assert bound.asynq.__self__ == bound
     assert bound.asynq.__name__ == "asynq"
-    assert type(bound) is Model.add.binder_cls
-    assert isinstance(bound, batchq.BoundAsyncFunction)
-    assert type(bound).__name__ == "BoundAsyncFunction"
-    assert type(Model(3).add) is type(bound)  # one class per function, not per binding
+    assert type(bound) is Model.add.binder_cls is batchq.BoundAsyncFunction
+    # The method's own generated maker, not the generic one that packs the arguments.
+    assert bound.asynq.__func__ is not batchq.BoundAsyncFunction.asynq
+    assert Model(3).add.asynq.__func__ is bound.asynq.__func__  # made once per function
+
+    class Plain:
+        @asynq()
+        def get(self, x: int) -> int:
+            return x
+
+        @asynq()
+        def star(*args: Any) -> Generator[Any, Any, int]:
+            yield None
+            return len(args)
+
+    # Those without a generated maker (not a generator; no named first parameter) too.
+    for method, expected in ((Plain().get, 4), (Plain().star, 2)):
+        assert method.asynq.__self__ == method
+        assert method.asynq.__name__ == "asynq"
+        assert method.asynq(4).value() == expected
 
 
 def test_bound_methods_copy_and_pickle_like_python_methods() -> None:

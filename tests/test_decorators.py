@@ -572,31 +572,15 @@ def test_bound_methods_copy_and_pickle_like_python_methods() -> None:
     import copy
     import pickle
 
-    m = _PicklableModel(5)
+    m = Model(5)
     for again in (
         copy.copy(m.add),
         copy.deepcopy(m.add),
         pickle.loads(pickle.dumps(m.add)),
-        pickle.loads(pickle.dumps(_PicklableModel.make)),
+        pickle.loads(pickle.dumps(Model.make)),
     ):
         assert isinstance(again, batchq.BoundAsyncFunction)
     assert copy.copy(m.add) == m.add
     assert copy.copy(m.add).asynq(1).value() == 6
     assert pickle.loads(pickle.dumps(m.add))(2) == 7
-    assert pickle.loads(pickle.dumps(_PicklableModel.make))(4).base == 4
-
-
-class _PicklableModel:
-    def __init__(self, base: int) -> None:
-        self.base = base
-
-    @asynq()
-    def add(self, x: int) -> Generator[Any, Any, int]:
-        yield None
-        return self.base + x
-
-    @asynq()
-    @classmethod
-    def make(cls, base: int) -> Generator[Any, Any, _PicklableModel]:
-        yield None
-        return cls(base)
+    assert pickle.loads(pickle.dumps(Model.make))(4).base == 4

@@ -359,8 +359,9 @@ def _task_factory(
     With ``method``, a first parameter that is ignored comes before them (the maker is bound to
     the decorated function as its ``asynq``). Without, the maker takes exactly ``fn``'s
     parameters, so that Python's errors about the arguments count them as for ``fn``. With
-    ``bound``, the maker is the ``asynq`` method of a :class:`BoundAsyncFunction`: its first
-    parameter is that bound method, whose ``__self__`` it passes as ``fn``'s first argument.
+    ``bound``, the maker is the ``asynq`` method of a :class:`BoundAsyncFunction`: it takes
+    ``fn``'s parameters too, but its first one receives that bound method, whose ``__self__`` it
+    passes as ``fn``'s first argument (the errors read as for the bound method ``obj.fn``).
 
     Read from the code object, not ``inspect.signature``, which would believe a ``__wrapped__``
     or ``__signature__`` that the function does not actually have.
@@ -408,15 +409,14 @@ def _task_factory(
         params.append(f"**{names[nargs + nkwonly + star]}")
         call.append(f"**{names[nargs + nkwonly + star]}")
     if bound:
-        # fn's first parameter (the instance) comes from the bound method instead.
-        if not nargs or first_default == 0:
+        # fn's first parameter (the instance) is where the bound method comes in: passed on as
+        # its __self__. Kept under fn's name, so that a call naming it (obj.m.asynq(self=1))
+        # fails as obj.m's own would.
+        if not nargs:
             return None
-        del params[0]
-        if nposonly == 1:
-            del params[0]  # its "/"
-        call[0] = "_bq_self.__self__"
-    if method or bound:
-        params[:0] = ["_bq_self"] if nposonly > bound else ["_bq_self", "/"]
+        call[0] = f"{names[0]}.__self__"
+    elif method:
+        params[:0] = ["_bq_self"] if nposonly else ["_bq_self", "/"]
     return _build_factory(fn, params, call, env)
 
 
@@ -574,10 +574,10 @@ class BoundAsyncFunction(BoundMethod[P, T]):
 
     if TYPE_CHECKING:
         # At run time, a property (set below the class): the method's own task maker.
-        def asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
+        def asynq(self, /, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
             """The task of this call, to ``yield`` from another async function."""
 
-    def asyncio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
+    def asyncio(self, /, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
         """Await this call from asyncio code; calls pending at the same moment share rounds."""
         asyncio_fn = self.__func__.asyncio_fn
         if asyncio_fn is not None:
@@ -586,7 +586,7 @@ class BoundAsyncFunction(BoundMethod[P, T]):
 
         return run_in_loop(lambda: self.asynq(*args, **kwargs))
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
         sync_fn = self._bound_sync_fn()
         if sync_fn is not None:
             return sync_fn(*args, **kwargs)  # type: ignore[no-any-return]
@@ -691,7 +691,7 @@ def _pure_function(
     return func
 
 
-def _generic_bound_asynq(bound: BoundAsyncFunction[Any, Any], *args: Any, **kwargs: Any) -> Any:
+def _generic_bound_asynq(bound: BoundAsyncFunction[Any, Any], /, *args: Any, **kwargs: Any) -> Any:
     """``obj.method.asynq`` of any async function: the call packed and passed on."""
     func = bound.__func__
     if type(func) is _GeneratorAsyncFunction:
@@ -736,7 +736,7 @@ class BoundPureAsyncFunction(BoundAsyncFunction[P, T]):
 
     __slots__ = ()
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:  # type: ignore[override]
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:  # type: ignore[override]
         return self.__func__._call_pure((self.__self__, *args), kwargs)
 
     def is_pure_async_fn(self) -> bool:

@@ -600,3 +600,97 @@ class _PicklableModel:
     def make(cls, base: int) -> Generator[Any, Any, _PicklableModel]:
         yield None
         return cls(base)
+
+
+def _method_signatures() -> list[Any]:
+    """Methods whose first parameter a call can name: by keyword, or by its default."""
+
+    def plain(self, x):  # type: ignore[no-untyped-def]
+        yield None
+        return ("plain", x)
+
+    def this(this, x=2):  # type: ignore[no-untyped-def]
+        yield None
+        return ("this", x)
+
+    def posonly(self, /, x):  # type: ignore[no-untyped-def]
+        yield None
+        return ("posonly", x)
+
+    def keywords(self, **kw):  # type: ignore[no-untyped-def]
+        yield None
+        return ("keywords", sorted(kw.items()))
+
+    def posonly_keywords(self, /, **kw):  # type: ignore[no-untyped-def]
+        yield None
+        return ("posonly_keywords", sorted(kw.items()))
+
+    def defaulted(self=None, x=1):  # type: ignore[no-untyped-def]
+        yield None
+        return ("defaulted", x)
+
+    return [plain, this, posonly, keywords, posonly_keywords, defaulted]
+
+
+_INSTANCE_CALLS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+    ((), {"self": 1}),
+    ((1,), {"self": 1}),
+    ((), {"this": 1}),
+    ((), {"x": 1, "self": 2}),
+    ((1, 2), {}),
+    ((1, 2, 3), {}),
+]
+
+
+@pytest.mark.parametrize("fn", _method_signatures(), ids=lambda fn: fn.__name__)
+def test_bound_asynq_treats_the_instances_parameter_as_the_method_does(fn: Any) -> None:
+    from types import MethodType
+
+    obj = _as_method(fn)
+    checked = 0
+    for args, kwargs in _INSTANCE_CALLS:
+        try:
+            expected = AsyncTask(MethodType(fn, obj)(*args, **kwargs), fn).value()
+        except TypeError as error:
+            direct = str(error)
+        else:
+            assert obj.m.asynq(*args, **kwargs).value() == expected
+            assert obj.m(*args, **kwargs) == expected
+            continue
+        # The same message: "got multiple values for argument 'self'", not "an unexpected
+        # keyword argument", and positional arguments counted as for the method.
+        with pytest.raises(TypeError) as via_asynq:
+            obj.m.asynq(*args, **kwargs)
+        assert str(via_asynq.value) == direct
+        with pytest.raises(TypeError) as via_call:
+            obj.m(*args, **kwargs)
+        assert str(via_call.value) == direct
+        checked += 1
+    assert checked >= 3
+
+
+def test_bound_asynq_passes_parameters_named_like_its_own_by_keyword() -> None:
+    class Holder:
+        @asynq()
+        def plain(self, bound: int, func: int = 0) -> int:
+            return bound + func
+
+        @asynq()
+        @classmethod
+        def of_class(cls, bound: int, self: int = 0) -> Generator[Any, Any, int]:
+            yield None
+            return bound + self
+
+        @asynq(pure=True)
+        def pure(self, bound: int) -> Generator[Any, Any, int]:
+            yield None
+            return bound
+
+    # Through the generic maker, which packs the arguments: its own parameter must not clash.
+    obj = Holder()
+    assert obj.plain.asynq(bound=1, func=2).value() == 3
+    assert obj.plain(bound=1, func=2) == 3
+    assert Holder.of_class.asynq(bound=3, self=4).value() == 7
+    assert Holder.of_class(bound=3, self=4) == 7
+    assert obj.pure.asynq(bound=5).value() == 5
+    assert obj.pure(bound=6).value() == 6

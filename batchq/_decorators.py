@@ -417,7 +417,7 @@ def _task_factory(
         call[0] = f"{names[0]}.__self__"
     elif method:
         params[:0] = ["_bq_self"] if nposonly else ["_bq_self", "/"]
-    return _build_factory(fn, params, call, env)
+    return _build_factory(fn, params, call, env, "bound task maker" if bound else "task maker")
 
 
 def _packed_task_factory(
@@ -446,7 +446,11 @@ def _source_lines(source: str) -> list[str]:
 
 
 def _build_factory(
-    fn: Callable[..., Any], params: list[str], call: list[str], env: dict[str, Any]
+    fn: Callable[..., Any],
+    params: list[str],
+    call: list[str],
+    env: dict[str, Any],
+    kind: str = "task maker",
 ) -> Callable[..., AsyncTask[Any]]:
     source = _FACTORY_TEMPLATE.format(
         defaults="".join(f", {name}" for name in env),
@@ -460,9 +464,11 @@ def _build_factory(
     # row and tracebacks and inspect.getsource show the generated code (registered in linecache).
     # Replacing the code object costs about 1 µs; compiling it would cost 70. The code's
     # qualname is fn's, so that errors in the arguments read as for fn: "f() missing 1 ...".
+    # A method's second maker (obj.method.asynq's) has a file of its own: named like the first,
+    # it would replace the first's source in linecache and share its profiler row.
     qualname = str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "fn"))
     module = getattr(fn, "__module__", None) or "?"
-    filename = f"<batchq task maker for {module}.{qualname}>"
+    filename = f"<batchq {kind} for {module}.{qualname}>"
     if sys.version_info >= (3, 11):
         code = factory.__code__.replace(co_filename=filename, co_qualname=qualname)
     else:  # pragma: no cover - exercised on 3.10 only

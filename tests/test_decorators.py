@@ -694,3 +694,27 @@ def test_bound_asynq_passes_parameters_named_like_its_own_by_keyword() -> None:
     assert Holder.of_class(bound=3, self=4) == 7
     assert obj.pure.asynq(bound=5).value() == 5
     assert obj.pure(bound=6).value() == 6
+
+
+def test_a_methods_two_makers_keep_their_own_source_and_profiler_row() -> None:
+    import cProfile
+    import inspect
+    import pstats
+
+    class Holder:
+        @asynq()
+        def m(self, x: int) -> Generator[Any, Any, int]:
+            yield None
+            return x
+
+    obj = Holder()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    Holder.m.asynq(obj, 1)
+    obj.m.asynq(2)
+    profiler.disable()
+    rows = [key for key in pstats.Stats(profiler).stats if key[2] == "asynq"]  # type: ignore[attr-defined]
+    assert len(rows) == 2  # one per maker, not both counted on one row
+    # Making obj.m.asynq's maker does not change what Holder.m.asynq's source reads.
+    assert inspect.getsource(Holder.m.asynq).startswith("    def asynq(_bq_self, /, self, x):")
+    assert inspect.getsource(obj.m.asynq).startswith("    def asynq(self, x):")

@@ -433,9 +433,12 @@ def _packed_task_factory(
 def _compiled_maker(source: str) -> Callable[..., Callable[..., AsyncTask[Any]]]:
     """Compile a factory source once: functions with the same parameters share it (compiling
     costs about 70 µs, which every decorated function would otherwise add to import time)."""
-    # Safe: the source holds only identifiers read from a function's own code object.
-    exec(source, _MAKER_GLOBALS)
-    maker: Callable[..., Callable[..., AsyncTask[Any]]] = _MAKER_GLOBALS.pop("_bq_make")
+    # Safe: the source holds only identifiers read from a function's own code object. Defined in
+    # a namespace of its own, not in the shared globals (which the maker reads _bq_new from):
+    # another thread may be compiling its own _bq_make at the same moment.
+    namespace: dict[str, Any] = {}
+    exec(source, _MAKER_GLOBALS, namespace)
+    maker: Callable[..., Callable[..., AsyncTask[Any]]] = namespace["_bq_make"]
     return maker
 
 

@@ -718,3 +718,25 @@ def test_a_methods_two_makers_keep_their_own_source_and_profiler_row() -> None:
     # Making obj.m.asynq's maker does not change what Holder.m.asynq's source reads.
     assert inspect.getsource(Holder.m.asynq).startswith("    def asynq(_bq_self, /, self, x):")
     assert inspect.getsource(obj.m.asynq).startswith("    def asynq(self, x):")
+
+
+def test_compiling_a_maker_leaves_another_threads_compilation_alone() -> None:
+    from batchq import _decorators
+
+    # obj.method.asynq's maker is compiled on first use, in whichever thread reads it: two threads
+    # doing so at once both ran their factory source in the makers' shared globals and took
+    # '_bq_make' back out, so one could take the other's (or find it gone: a KeyError).
+    other = object()  # what another thread's source has just defined there
+    _decorators._MAKER_GLOBALS["_bq_make"] = other
+    try:
+
+        class Holder:
+            @asynq()
+            def m(self, thread_safety_check: int) -> Generator[Any, Any, int]:
+                yield None
+                return thread_safety_check
+
+        assert Holder().m.asynq(4).value() == 4
+        assert _decorators._MAKER_GLOBALS.get("_bq_make") is other
+    finally:
+        _decorators._MAKER_GLOBALS.pop("_bq_make", None)

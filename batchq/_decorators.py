@@ -196,11 +196,11 @@ class AsyncFunction(_AsyncCallable[P, T]):
     ) -> None:
         super().__init__(fn, task_cls, sync_fn, asyncio_fn)
 
-    def asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
+    def asynq(self, /, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
         """The task of this call, to ``yield`` from another async function."""
         return self._call_pure(args, kwargs)
 
-    def asyncio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
+    def asyncio(self, /, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
         """Await this call from asyncio code; calls pending at the same moment share rounds."""
         if self.asyncio_fn is not None:
             return self.asyncio_fn(*args, **kwargs)  # type: ignore[no-any-return]
@@ -208,7 +208,7 @@ class AsyncFunction(_AsyncCallable[P, T]):
 
         return run_in_loop(lambda: self.asynq(*args, **kwargs))
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self.sync_fn is not None:
             return self.sync_fn(*args, **kwargs)  # type: ignore[no-any-return]
         if not self._is_gen:
@@ -220,7 +220,7 @@ class AsyncFunction(_AsyncCallable[P, T]):
                 return r.result  # type: ignore[return-value]
         return run_sync(self._call_pure(args, kwargs))
 
-    def _call_through_call_pure(self, *args: Any, **kwargs: Any) -> Any:
+    def _call_through_call_pure(self, /, *args: Any, **kwargs: Any) -> Any:
         if self.sync_fn is not None:
             return self.sync_fn(*args, **kwargs)
         return run_sync(self._call_pure(args, kwargs))
@@ -310,7 +310,7 @@ class _GeneratorAsyncFunction(AsyncFunction[P, T]):
         bound.__self__ = obj
         return bound
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
         # The task from the generated maker too: no tuple and dict of the arguments per call.
         if self.sync_fn is not None:
             return self.sync_fn(*args, **kwargs)  # type: ignore[no-any-return]
@@ -622,7 +622,7 @@ class AsyncStaticMethod(AsyncFunction[P, T]):
 class PureAsyncFunction(_AsyncCallable[P, T]):
     """``@asynq(pure=True)``: calling it returns the task itself (asynq's pure mode)."""
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
         if self._own_call:
             return self._call_pure(args, kwargs)  # a custom decorator subclass
         fn = self.fn
@@ -631,7 +631,7 @@ class PureAsyncFunction(_AsyncCallable[P, T]):
             return task_cls(fn(*args, **kwargs), fn)
         return task_cls(_call_plain(fn, args, kwargs), fn, args, kwargs)
 
-    def asyncio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
+    def asyncio(self, /, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
         """Await this call from asyncio code; calls pending at the same moment share rounds."""
         if self.asyncio_fn is not None:
             return self.asyncio_fn(*args, **kwargs)  # type: ignore[no-any-return]

@@ -740,3 +740,36 @@ def test_compiling_a_maker_leaves_another_threads_compilation_alone() -> None:
         assert _decorators._MAKER_GLOBALS.get("_bq_make") is other
     finally:
         _decorators._MAKER_GLOBALS.pop("_bq_make", None)
+
+
+def test_a_parameter_named_self_passes_by_keyword_through_every_entry_point() -> None:
+    import asyncio
+
+    from batchq.compat.decorators import AsyncDecorator
+
+    class Custom(AsyncDecorator[Any, Any]):
+        def _call_pure(self, args: Any, kwargs: Any) -> AsyncTask[Any]:
+            return super()._call_pure(args, kwargs)
+
+    def plain(self: int) -> int:
+        return self
+
+    def gen(self: int) -> Generator[Any, Any, int]:
+        yield None
+        return self
+
+    # The decorator's own methods take the decorated function as a positional-only first
+    # argument: a parameter of the same name is the caller's.
+    functions: list[Any] = [
+        asynq()(plain),
+        asynq()(gen),
+        asynq(sync_fn=plain)(gen),
+        Custom(gen, AsyncTask),
+    ]
+    for f in functions:
+        assert f(self=1) == 1
+        assert f.asynq(self=2).value() == 2
+        assert asyncio.run(f.asyncio(self=3)) == 3
+    for p in (asynq(pure=True)(plain), asynq(pure=True)(gen)):
+        assert p(self=4).value() == 4
+        assert asyncio.run(p.asyncio(self=5)) == 5

@@ -557,9 +557,31 @@ class BoundMethod(Generic[P, T]):
             raise AttributeError(name)
         return getattr(self.__func__, name)
 
+    def __copy__(self) -> Self:
+        return self  # as immutable as the function and the instance it holds
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        # As copy.deepcopy does Python's own methods: the function bound to a copy of the instance
+        # (by name, a base class's method bound through super() would become the override).
+        import copy
+
+        return type(self)(self.__func__, copy.deepcopy(self.__self__, memo))
+
     def __reduce__(self) -> tuple[Any, ...]:
-        # As Python's own bound methods: bound again from the instance (or class) by name.
-        return (getattr, (self.__self__, self.__func__.__name__))
+        # As Python's own bound methods: bound again from the instance (or class) by name. Unlike
+        # them, refused when that name finds another method, which would load in its place.
+        name = self.__func__.__name__
+        if getattr(self.__self__, name, None) != self:
+            import pickle
+
+            msg = (
+                f"cannot pickle {self!r}: a bound method is pickled as its instance and its "
+                f"name {name!r}, and that name finds another method or nothing on the instance "
+                "(a base class's method bound through super(), or one stored under another "
+                "name). Pickle the instance and read the method from it after loading."
+            )
+            raise pickle.PicklingError(msg)
+        return (getattr, (self.__self__, name))
 
     def __eq__(self, other: object) -> bool:
         return (

@@ -773,3 +773,41 @@ def test_a_parameter_named_self_passes_by_keyword_through_every_entry_point() ->
     for p in (asynq(pure=True)(plain), asynq(pure=True)(gen)):
         assert p(self=4).value() == 4
         assert asyncio.run(p.asyncio(self=5)) == 5
+
+
+class _Overriding(_PicklableModel):
+    @asynq()
+    def add(self, x: int) -> Generator[Any, Any, int]:
+        yield None
+        return -x
+
+    def base_add(self) -> Any:
+        return super().add
+
+
+def _renamed(self: Any, x: int) -> Generator[Any, Any, int]:
+    yield None
+    return x
+
+
+class _Renamed:
+    add = asynq()(_renamed)  # found as obj.add, named _renamed
+
+
+def test_bound_methods_that_their_name_does_not_find_copy_right_and_refuse_pickling() -> None:
+    import copy
+    import pickle
+
+    obj = _Overriding(5)
+    base_add = obj.base_add()  # _PicklableModel.add bound to obj; obj.add is another method
+    assert base_add(1) == 6
+    # Copies bind the same function (to a copy of the instance, for deepcopy), not obj.add.
+    assert copy.copy(base_add)(1) == 6
+    assert copy.deepcopy(base_add)(1) == 6
+    assert copy.deepcopy(base_add).__self__ is not obj
+    # Rebound by name when loaded, it would be obj.add, which returns -1: refused when pickled.
+    for method, name in ((base_add, "'add'"), (_Renamed().add, "'_renamed'")):
+        with pytest.raises(pickle.PicklingError, match=f"name {name}") as refused:
+            pickle.dumps(method)
+        assert repr(method) in str(refused.value)
+    assert copy.copy(_Renamed().add)(3) == 3

@@ -571,7 +571,7 @@ class BoundMethod(Generic[P, T]):
         # As Python's own bound methods: bound again from the instance (or class) by name. Unlike
         # them, refused when that name finds another method, which would load in its place.
         name = self.__func__.__name__
-        if getattr(self.__self__, name, None) != self:
+        if self != getattr(self.__self__, name, None):
             import pickle
 
             msg = (

@@ -196,11 +196,11 @@ class AsyncFunction(_AsyncCallable[P, T]):
     ) -> None:
         super().__init__(fn, task_cls, sync_fn, asyncio_fn)
 
-    def asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
+    def asynq(self, /, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
         """The task of this call, to ``yield`` from another async function."""
         return self._call_pure(args, kwargs)
 
-    def asyncio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
+    def asyncio(self, /, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
         """Await this call from asyncio code; calls pending at the same moment share rounds."""
         if self.asyncio_fn is not None:
             return self.asyncio_fn(*args, **kwargs)  # type: ignore[no-any-return]
@@ -208,7 +208,7 @@ class AsyncFunction(_AsyncCallable[P, T]):
 
         return run_in_loop(lambda: self.asynq(*args, **kwargs))
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self.sync_fn is not None:
             return self.sync_fn(*args, **kwargs)  # type: ignore[no-any-return]
         if not self._is_gen:
@@ -220,7 +220,7 @@ class AsyncFunction(_AsyncCallable[P, T]):
                 return r.result  # type: ignore[return-value]
         return run_sync(self._call_pure(args, kwargs))
 
-    def _call_through_call_pure(self, *args: Any, **kwargs: Any) -> Any:
+    def _call_through_call_pure(self, /, *args: Any, **kwargs: Any) -> Any:
         if self.sync_fn is not None:
             return self.sync_fn(*args, **kwargs)
         return run_sync(self._call_pure(args, kwargs))
@@ -310,7 +310,7 @@ class _GeneratorAsyncFunction(AsyncFunction[P, T]):
         bound.__self__ = obj
         return bound
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
         # The task from the generated maker too: no tuple and dict of the arguments per call.
         if self.sync_fn is not None:
             return self.sync_fn(*args, **kwargs)  # type: ignore[no-any-return]
@@ -359,8 +359,9 @@ def _task_factory(
     With ``method``, a first parameter that is ignored comes before them (the maker is bound to
     the decorated function as its ``asynq``). Without, the maker takes exactly ``fn``'s
     parameters, so that Python's errors about the arguments count them as for ``fn``. With
-    ``bound``, the maker is the ``asynq`` method of a :class:`BoundAsyncFunction`: its first
-    parameter is that bound method, whose ``__self__`` it passes as ``fn``'s first argument.
+    ``bound``, the maker is the ``asynq`` method of a :class:`BoundAsyncFunction`: it takes
+    ``fn``'s parameters too, but its first one receives that bound method, whose ``__self__`` it
+    passes as ``fn``'s first argument (the errors read as for the bound method ``obj.fn``).
 
     Read from the code object, not ``inspect.signature``, which would believe a ``__wrapped__``
     or ``__signature__`` that the function does not actually have.
@@ -408,16 +409,15 @@ def _task_factory(
         params.append(f"**{names[nargs + nkwonly + star]}")
         call.append(f"**{names[nargs + nkwonly + star]}")
     if bound:
-        # fn's first parameter (the instance) comes from the bound method instead.
-        if not nargs or first_default == 0:
+        # fn's first parameter (the instance) is where the bound method comes in: passed on as
+        # its __self__. Kept under fn's name, so that a call naming it (obj.m.asynq(self=1))
+        # fails as obj.m's own would.
+        if not nargs:
             return None
-        del params[0]
-        if nposonly == 1:
-            del params[0]  # its "/"
-        call[0] = "_bq_self.__self__"
-    if method or bound:
-        params[:0] = ["_bq_self"] if nposonly > bound else ["_bq_self", "/"]
-    return _build_factory(fn, params, call, env)
+        call[0] = f"{names[0]}.__self__"
+    elif method:
+        params[:0] = ["_bq_self"] if nposonly else ["_bq_self", "/"]
+    return _build_factory(fn, params, call, env, "bound task maker" if bound else "task maker")
 
 
 def _packed_task_factory(
@@ -433,9 +433,12 @@ def _packed_task_factory(
 def _compiled_maker(source: str) -> Callable[..., Callable[..., AsyncTask[Any]]]:
     """Compile a factory source once: functions with the same parameters share it (compiling
     costs about 70 µs, which every decorated function would otherwise add to import time)."""
-    # Safe: the source holds only identifiers read from a function's own code object.
-    exec(source, _MAKER_GLOBALS)
-    maker: Callable[..., Callable[..., AsyncTask[Any]]] = _MAKER_GLOBALS.pop("_bq_make")
+    # Safe: the source holds only identifiers read from a function's own code object. Defined in
+    # a namespace of its own, not in the shared globals (which the maker reads _bq_new from):
+    # another thread may be compiling its own _bq_make at the same moment.
+    namespace: dict[str, Any] = {}
+    exec(source, _MAKER_GLOBALS, namespace)
+    maker: Callable[..., Callable[..., AsyncTask[Any]]] = namespace["_bq_make"]
     return maker
 
 
@@ -446,7 +449,11 @@ def _source_lines(source: str) -> list[str]:
 
 
 def _build_factory(
-    fn: Callable[..., Any], params: list[str], call: list[str], env: dict[str, Any]
+    fn: Callable[..., Any],
+    params: list[str],
+    call: list[str],
+    env: dict[str, Any],
+    kind: str = "task maker",
 ) -> Callable[..., AsyncTask[Any]]:
     source = _FACTORY_TEMPLATE.format(
         defaults="".join(f", {name}" for name in env),
@@ -460,9 +467,11 @@ def _build_factory(
     # row and tracebacks and inspect.getsource show the generated code (registered in linecache).
     # Replacing the code object costs about 1 µs; compiling it would cost 70. The code's
     # qualname is fn's, so that errors in the arguments read as for fn: "f() missing 1 ...".
+    # A method's second maker (obj.method.asynq's) has a file of its own: named like the first,
+    # it would replace the first's source in linecache and share its profiler row.
     qualname = str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "fn"))
     module = getattr(fn, "__module__", None) or "?"
-    filename = f"<batchq task maker for {module}.{qualname}>"
+    filename = f"<batchq {kind} for {module}.{qualname}>"
     if sys.version_info >= (3, 11):
         code = factory.__code__.replace(co_filename=filename, co_qualname=qualname)
     else:  # pragma: no cover - exercised on 3.10 only
@@ -548,9 +557,31 @@ class BoundMethod(Generic[P, T]):
             raise AttributeError(name)
         return getattr(self.__func__, name)
 
+    def __copy__(self) -> Self:
+        return self  # as immutable as the function and the instance it holds
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        # As copy.deepcopy does Python's own methods: the function bound to a copy of the instance
+        # (by name, a base class's method bound through super() would become the override).
+        import copy
+
+        return type(self)(self.__func__, copy.deepcopy(self.__self__, memo))
+
     def __reduce__(self) -> tuple[Any, ...]:
-        # As Python's own bound methods: bound again from the instance (or class) by name.
-        return (getattr, (self.__self__, self.__func__.__name__))
+        # As Python's own bound methods: bound again from the instance (or class) by name. Unlike
+        # them, refused when that name finds another method, which would load in its place.
+        name = self.__func__.__name__
+        if self != getattr(self.__self__, name, None):
+            import pickle
+
+            msg = (
+                f"cannot pickle {self!r}: a bound method is pickled as its instance and its "
+                f"name {name!r}, and that name finds another method or nothing on the instance "
+                "(a base class's method bound through super(), or one stored under another "
+                "name). Pickle the instance and read the method from it after loading."
+            )
+            raise pickle.PicklingError(msg)
+        return (getattr, (self.__self__, name))
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -574,10 +605,10 @@ class BoundAsyncFunction(BoundMethod[P, T]):
 
     if TYPE_CHECKING:
         # At run time, a property (set below the class): the method's own task maker.
-        def asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
+        def asynq(self, /, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
             """The task of this call, to ``yield`` from another async function."""
 
-    def asyncio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
+    def asyncio(self, /, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
         """Await this call from asyncio code; calls pending at the same moment share rounds."""
         asyncio_fn = self.__func__.asyncio_fn
         if asyncio_fn is not None:
@@ -586,7 +617,7 @@ class BoundAsyncFunction(BoundMethod[P, T]):
 
         return run_in_loop(lambda: self.asynq(*args, **kwargs))
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
         sync_fn = self._bound_sync_fn()
         if sync_fn is not None:
             return sync_fn(*args, **kwargs)  # type: ignore[no-any-return]
@@ -613,7 +644,7 @@ class AsyncStaticMethod(AsyncFunction[P, T]):
 class PureAsyncFunction(_AsyncCallable[P, T]):
     """``@asynq(pure=True)``: calling it returns the task itself (asynq's pure mode)."""
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
         if self._own_call:
             return self._call_pure(args, kwargs)  # a custom decorator subclass
         fn = self.fn
@@ -622,7 +653,7 @@ class PureAsyncFunction(_AsyncCallable[P, T]):
             return task_cls(fn(*args, **kwargs), fn)
         return task_cls(_call_plain(fn, args, kwargs), fn, args, kwargs)
 
-    def asyncio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
+    def asyncio(self, /, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
         """Await this call from asyncio code; calls pending at the same moment share rounds."""
         if self.asyncio_fn is not None:
             return self.asyncio_fn(*args, **kwargs)  # type: ignore[no-any-return]
@@ -691,7 +722,7 @@ def _pure_function(
     return func
 
 
-def _generic_bound_asynq(bound: BoundAsyncFunction[Any, Any], *args: Any, **kwargs: Any) -> Any:
+def _generic_bound_asynq(bound: BoundAsyncFunction[Any, Any], /, *args: Any, **kwargs: Any) -> Any:
     """``obj.method.asynq`` of any async function: the call packed and passed on."""
     func = bound.__func__
     if type(func) is _GeneratorAsyncFunction:
@@ -736,7 +767,7 @@ class BoundPureAsyncFunction(BoundAsyncFunction[P, T]):
 
     __slots__ = ()
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:  # type: ignore[override]
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:  # type: ignore[override]
         return self.__func__._call_pure((self.__self__, *args), kwargs)
 
     def is_pure_async_fn(self) -> bool:

@@ -584,3 +584,214 @@ def test_bound_methods_copy_and_pickle_like_python_methods() -> None:
     assert copy.copy(m.add).asynq(1).value() == 6
     assert pickle.loads(pickle.dumps(m.add))(2) == 7
     assert pickle.loads(pickle.dumps(Model.make))(4).base == 4
+
+
+def _method_signatures() -> list[Any]:
+    """Methods whose first parameter a call can name: by keyword, or by its default."""
+
+    def plain(self, x):  # type: ignore[no-untyped-def]
+        yield None
+        return ("plain", x)
+
+    def this(this, x=2):  # type: ignore[no-untyped-def]
+        yield None
+        return ("this", x)
+
+    def posonly(self, /, x):  # type: ignore[no-untyped-def]
+        yield None
+        return ("posonly", x)
+
+    def keywords(self, **kw):  # type: ignore[no-untyped-def]
+        yield None
+        return ("keywords", sorted(kw.items()))
+
+    def posonly_keywords(self, /, **kw):  # type: ignore[no-untyped-def]
+        yield None
+        return ("posonly_keywords", sorted(kw.items()))
+
+    def defaulted(self=None, x=1):  # type: ignore[no-untyped-def]
+        yield None
+        return ("defaulted", x)
+
+    return [plain, this, posonly, keywords, posonly_keywords, defaulted]
+
+
+_INSTANCE_CALLS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+    ((), {"self": 1}),
+    ((1,), {"self": 1}),
+    ((), {"this": 1}),
+    ((), {"x": 1, "self": 2}),
+    ((1, 2), {}),
+    ((1, 2, 3), {}),
+]
+
+
+@pytest.mark.parametrize("fn", _method_signatures(), ids=lambda fn: fn.__name__)
+def test_bound_asynq_treats_the_instances_parameter_as_the_method_does(fn: Any) -> None:
+    from types import MethodType
+
+    obj = _as_method(fn)
+    checked = 0
+    for args, kwargs in _INSTANCE_CALLS:
+        try:
+            expected = AsyncTask(MethodType(fn, obj)(*args, **kwargs), fn).value()
+        except TypeError as error:
+            direct = str(error)
+        else:
+            assert obj.m.asynq(*args, **kwargs).value() == expected
+            assert obj.m(*args, **kwargs) == expected
+            continue
+        # The same message: "got multiple values for argument 'self'", not "an unexpected
+        # keyword argument", and positional arguments counted as for the method.
+        with pytest.raises(TypeError) as via_asynq:
+            obj.m.asynq(*args, **kwargs)
+        assert str(via_asynq.value) == direct
+        with pytest.raises(TypeError) as via_call:
+            obj.m(*args, **kwargs)
+        assert str(via_call.value) == direct
+        checked += 1
+    assert checked >= 3
+
+
+def test_bound_asynq_passes_parameters_named_like_its_own_by_keyword() -> None:
+    class Holder:
+        @asynq()
+        def plain(self, bound: int, func: int = 0) -> int:
+            return bound + func
+
+        @asynq()
+        @classmethod
+        def of_class(cls, bound: int, self: int = 0) -> Generator[Any, Any, int]:
+            yield None
+            return bound + self
+
+        @asynq(pure=True)
+        def pure(self, bound: int) -> Generator[Any, Any, int]:
+            yield None
+            return bound
+
+    # Through the generic maker, which packs the arguments: its own parameter must not clash.
+    obj = Holder()
+    assert obj.plain.asynq(bound=1, func=2).value() == 3
+    assert obj.plain(bound=1, func=2) == 3
+    assert Holder.of_class.asynq(bound=3, self=4).value() == 7
+    assert Holder.of_class(bound=3, self=4) == 7
+    assert obj.pure.asynq(bound=5).value() == 5
+    assert obj.pure(bound=6).value() == 6
+
+
+def test_a_methods_two_makers_keep_their_own_source_and_profiler_row() -> None:
+    import cProfile
+    import inspect
+    import pstats
+
+    class Holder:
+        @asynq()
+        def m(self, x: int) -> Generator[Any, Any, int]:
+            yield None
+            return x
+
+    obj = Holder()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    Holder.m.asynq(obj, 1)
+    obj.m.asynq(2)
+    profiler.disable()
+    rows = [key for key in pstats.Stats(profiler).stats if key[2] == "asynq"]  # type: ignore[attr-defined]
+    assert len(rows) == 2  # one per maker, not both counted on one row
+    # Making obj.m.asynq's maker does not change what Holder.m.asynq's source reads.
+    assert inspect.getsource(Holder.m.asynq).startswith("    def asynq(_bq_self, /, self, x):")
+    assert inspect.getsource(obj.m.asynq).startswith("    def asynq(self, x):")
+
+
+def test_compiling_a_maker_leaves_another_threads_compilation_alone() -> None:
+    from batchq import _decorators
+
+    # obj.method.asynq's maker is compiled on first use, in whichever thread reads it: two threads
+    # doing so at once both ran their factory source in the makers' shared globals and took
+    # '_bq_make' back out, so one could take the other's (or find it gone: a KeyError).
+    other = object()  # what another thread's source has just defined there
+    _decorators._MAKER_GLOBALS["_bq_make"] = other
+    try:
+
+        class Holder:
+            @asynq()
+            def m(self, thread_safety_check: int) -> Generator[Any, Any, int]:
+                yield None
+                return thread_safety_check
+
+        assert Holder().m.asynq(4).value() == 4
+        assert _decorators._MAKER_GLOBALS.get("_bq_make") is other
+    finally:
+        _decorators._MAKER_GLOBALS.pop("_bq_make", None)
+
+
+def test_a_parameter_named_self_passes_by_keyword_through_every_entry_point() -> None:
+    import asyncio
+
+    from batchq.compat.decorators import AsyncDecorator
+
+    class Custom(AsyncDecorator[Any, Any]):
+        def _call_pure(self, args: Any, kwargs: Any) -> AsyncTask[Any]:
+            return super()._call_pure(args, kwargs)
+
+    def plain(self: int) -> int:
+        return self
+
+    def gen(self: int) -> Generator[Any, Any, int]:
+        yield None
+        return self
+
+    # The decorator's own methods take the decorated function as a positional-only first
+    # argument: a parameter of the same name is the caller's.
+    functions: list[Any] = [
+        asynq()(plain),
+        asynq()(gen),
+        asynq(sync_fn=plain)(gen),
+        Custom(gen, AsyncTask),
+    ]
+    for f in functions:
+        assert f(self=1) == 1
+        assert f.asynq(self=2).value() == 2
+        assert asyncio.run(f.asyncio(self=3)) == 3
+    for p in (asynq(pure=True)(plain), asynq(pure=True)(gen)):
+        assert p(self=4).value() == 4
+        assert asyncio.run(p.asyncio(self=5)) == 5
+
+
+class _Overriding(Model):
+    @asynq()
+    def add(self, x: int) -> Generator[Any, Any, int]:
+        yield None
+        return -x
+
+    def base_add(self) -> Any:
+        return super().add
+
+
+def _renamed(self: Any, x: int) -> Generator[Any, Any, int]:
+    yield None
+    return x
+
+
+class _Renamed:
+    add = asynq()(_renamed)  # found as obj.add, named _renamed
+
+
+def test_bound_methods_that_their_name_does_not_find_copy_right_and_refuse_pickling() -> None:
+    import copy
+    import pickle
+
+    obj = _Overriding(5)
+    base_add = obj.base_add()  # Model.add bound to obj; obj.add is another method
+    assert base_add(1) == 6
+    # Copies bind the same function (to a copy of the instance, for deepcopy), not obj.add.
+    assert copy.copy(base_add)(1) == 6
+    assert copy.deepcopy(base_add)(1) == 6
+    assert copy.deepcopy(base_add).__self__ is not obj
+    # Rebound by name when loaded, it would be obj.add, which returns -1: refused when pickled.
+    for method, name in ((base_add, "'add'"), (_Renamed().add, "'_renamed'")):
+        with pytest.raises(pickle.PicklingError, match=f"name {name}") as refused:
+            pickle.dumps(method)
+        assert repr(method) in str(refused.value)
+    assert copy.copy(_Renamed().add)(3) == 3

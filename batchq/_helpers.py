@@ -194,16 +194,16 @@ class AsyncWrapper(Generic[P, T]):
         # updated=(): copying the wrapped object's __dict__ would copy its own fn/asynq too.
         functools.update_wrapper(self, inner, updated=())
 
-    def asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
+    def asynq(self, /, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
         """The future of this call, to ``yield``."""
         return self._call(*args, **kwargs)  # type: ignore[no-any-return]
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self.sync_fn is not None:
             return self.sync_fn(*args, **kwargs)  # type: ignore[no-any-return]
         return run_sync(_as_future(self._call(*args, **kwargs), self))  # type: ignore[no-any-return]
 
-    def asyncio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
+    def asyncio(self, /, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
         """Await this call from asyncio code; calls pending at the same moment share rounds."""
         asyncio_fn = self.asyncio_fn
         if asyncio_fn is not None:
@@ -238,17 +238,17 @@ class BoundAsyncWrapper(BoundMethod[P, T]):
     __slots__ = ()
     __func__: AsyncWrapper[Any, T]
 
-    def asynq(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
+    def asynq(self, /, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:
         return self.__func__._call(self.__self__, *args, **kwargs)  # type: ignore[no-any-return]
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
         sync_fn = self._bound_sync_fn()
         if sync_fn is not None:
             return sync_fn(*args, **kwargs)  # type: ignore[no-any-return]
         future = _as_future(self.__func__._call(self.__self__, *args, **kwargs), self)
         return run_sync(future)  # type: ignore[no-any-return]
 
-    def asyncio(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
+    def asyncio(self, /, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
         """Await this call from asyncio code; calls pending at the same moment share rounds."""
         asyncio_fn = self.__func__.asyncio_fn
         if asyncio_fn is not None:

@@ -795,3 +795,17 @@ def test_bound_methods_that_their_name_does_not_find_copy_right_and_refuse_pickl
             pickle.dumps(method)
         assert repr(method) in str(refused.value)
     assert copy.copy(_Renamed().add)(3) == 3
+
+
+def test_tasks_report_star_arguments_read_back_from_the_generator() -> None:
+    @asynq()
+    def star(a: int, *rest: int, k: int = 1, **extra: int) -> Generator[Any, Any, int]:
+        yield None
+        return a + sum(rest) + k + sum(extra.values())
+
+    task = star.asynq(1, 2, 3, k=4, z=5)
+    # Read before the task runs, from its generator's frame (the maker stores no arguments).
+    assert task.args == (1, 2, 3)
+    assert dict(task.kwargs) == {"k": 4, "z": 5}
+    assert task.call_str().endswith("star(1, 2, 3, k=4, z=5)")
+    assert task.value() == 15

@@ -309,3 +309,12 @@ def test_functools_wraps_of_an_async_function_can_be_decorated() -> None:
         return asynq()(wrapper)
 
     assert logged(double)(2) == 5
+
+
+def test_proxies_pass_a_parameter_named_self_by_keyword() -> None:
+    @batchq.async_proxy()
+    def echo(self: int) -> batchq.ConstFuture[int]:
+        return batchq.ConstFuture(self)
+
+    assert echo(self=3) == 3
+    assert echo.asynq(self=4).value() == 4

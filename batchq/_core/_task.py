@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Mapping
+from inspect import CO_VARARGS, CO_VARKEYWORDS
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import AsyncTaskResult, UsageError
@@ -144,9 +145,19 @@ def _arguments_from_frame(
     code = frame.f_code
     local = frame.f_locals
     names = code.co_varnames
-    args = tuple(local[n] for n in names[: code.co_argcount] if n in local)
-    kwonly = names[code.co_argcount : code.co_argcount + code.co_kwonlyargcount]
-    found = {n: local[n] for n in kwonly if n in local}
+    nargs = code.co_argcount
+    after = nargs + code.co_kwonlyargcount  # where *args, then **kwargs, are named
+    args = tuple(local[n] for n in names[:nargs] if n in local)
+    found = {n: local[n] for n in names[nargs:after] if n in local}
+    if code.co_flags & CO_VARARGS:
+        rest = local.get(names[after])
+        if type(rest) is tuple:  # (unless the body rebound it)
+            args += rest
+        after += 1
+    if code.co_flags & CO_VARKEYWORDS:
+        extra = local.get(names[after])
+        if type(extra) is dict:
+            found.update(extra)
     return args, (found or kwargs)
 
 

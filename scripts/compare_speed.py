@@ -10,6 +10,7 @@ each measurement alternates old and new 25 times and keeps the best of each.
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 import tarfile
@@ -29,6 +30,12 @@ def load_old(commit: str) -> Any:
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(tmp, filter="data")
     (tmp / "batchq").rename(tmp / "batchq_old")
+    # Subpackages (memcache, testing) import the core absolutely: point them at the old copy.
+    for path in (tmp / "batchq_old").rglob("*.py"):
+        text = path.read_text()
+        new = re.sub(r"\b(from|import) batchq\b", r"\1 batchq_old", text)
+        if new != text:
+            path.write_text(new)
     sys.path.insert(0, str(tmp))
     import batchq_old
 

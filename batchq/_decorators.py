@@ -670,7 +670,11 @@ class PureAsyncFunction(_AsyncCallable[P, T]):
     def __get__(self, obj: Any, owner: type[Any] | None = None) -> Any:
         if obj is None:
             return self
-        return BoundPureAsyncFunction(self, obj)
+        # BoundPureAsyncFunction(self, obj) without its __init__ call: once per obj.method.
+        bound: BoundPureAsyncFunction[Any, Any] = _new_object(BoundPureAsyncFunction)
+        bound.__func__ = self
+        bound.__self__ = obj
+        return bound
 
 
 class _GeneratorPureAsyncFunction(PureAsyncFunction[P, T]):
@@ -684,6 +688,9 @@ class _GeneratorPureAsyncFunction(PureAsyncFunction[P, T]):
     """
 
     _bq_fn: ClassVar[Any] = None
+    # obj.f(x)'s task maker (the function's parameters, the instance from the bound method):
+    # made on the first such call, as most pure functions are not methods.
+    _bq_bound: ClassVar[Callable[..., AsyncTask[Any]] | None] = None
 
     def __new__(
         cls,
@@ -768,10 +775,24 @@ class BoundPureAsyncFunction(BoundAsyncFunction[P, T]):
     __slots__ = ()
 
     def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> AsyncTask[T]:  # type: ignore[override]
-        return self.__func__._call_pure((self.__self__, *args), kwargs)
+        func = self.__func__
+        if isinstance(func, _GeneratorPureAsyncFunction):  # (of a class of its own)
+            maker = func._bq_bound
+            if maker is None:
+                maker = _task_factory(func.fn, method=False, bound=True) or _generic_bound_pure
+                type(func)._bq_bound = staticmethod(maker)  # (not bound to func when read)
+            return maker(self, *args, **kwargs)
+        return func._call_pure((self.__self__, *args), kwargs)
 
     def is_pure_async_fn(self) -> bool:
         return True
+
+
+def _generic_bound_pure(
+    bound: BoundPureAsyncFunction[Any, Any], /, *args: Any, **kwargs: Any
+) -> Any:
+    """``obj.f(x)``'s task for a pure method whose parameters the generated maker cannot copy."""
+    return bound.__func__._call_pure((bound.__self__, *args), kwargs)
 
 
 class PureAsyncClassMethod(PureAsyncFunction[P, T]):

@@ -494,9 +494,9 @@ def test_each_task_maker_has_its_own_profiler_row_and_source() -> None:
 # -- bound methods: obj.method.asynq is a generated maker too ------------------------------------
 
 
-def _as_method(fn: Any) -> Any:
+def _as_method(fn: Any, pure: bool = False) -> Any:
     """An instance of a class with ``fn`` decorated as its method ``m``."""
-    return type("Holder", (), {"m": asynq()(fn)})()
+    return type("Holder", (), {"m": asynq(pure=pure)(fn)})()
 
 
 def _method_calls(calls: Any) -> Any:
@@ -809,3 +809,29 @@ def test_tasks_report_star_arguments_read_back_from_the_generator() -> None:
     assert dict(task.kwargs) == {"k": 4, "z": 5}
     assert task.call_str().endswith("star(1, 2, 3, k=4, z=5)")
     assert task.value() == 15
+
+
+@pytest.mark.parametrize("fn", _method_signatures(), ids=lambda fn: fn.__name__)
+def test_pure_methods_take_what_the_method_takes_and_refuse_the_rest_as_it_does(fn: Any) -> None:
+    from types import MethodType
+
+    obj = _as_method(fn, pure=True)
+    outcomes = set()
+    # Twice: the first call makes the maker, the second one uses it as kept.
+    for args, kwargs in [*_INSTANCE_CALLS, ((2,), {}), ((), {})] * 2:
+        try:
+            expected = AsyncTask(MethodType(fn, obj)(*args, **kwargs), fn).value()
+        except TypeError as error:
+            direct = str(error)
+        else:
+            task = obj.m(*args, **kwargs)
+            assert isinstance(task, AsyncTask)
+            assert task.args[0] is obj  # (read back from the generator, before it runs)
+            assert task.value() == expected
+            outcomes.add("accepted")
+            continue
+        with pytest.raises(TypeError) as via_call:
+            obj.m(*args, **kwargs)
+        assert str(via_call.value) == direct
+        outcomes.add("refused")
+    assert outcomes == {"accepted", "refused"}

@@ -692,6 +692,17 @@ class _GeneratorPureAsyncFunction(PureAsyncFunction[P, T]):
     # made on the first such call, as most pure functions are not methods.
     _bq_bound: ClassVar[Callable[..., AsyncTask[Any]] | None] = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls._call_pure is _AsyncCallable._call_pure:
+            cls._bq_bound = None  # (its own, not a base's made for another function)
+            return
+        # A subclass of a function's class that overrides _call_pure (asynq's extension point)
+        # decides every call: the generated makers it would inherit skip the override.
+        if "__call__" not in cls.__dict__:
+            cls.__call__ = PureAsyncFunction.__call__  # type: ignore[method-assign]
+        cls._bq_bound = staticmethod(_generic_bound_pure)
+
     def __new__(
         cls,
         fn: Callable[..., Any],

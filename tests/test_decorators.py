@@ -835,3 +835,34 @@ def test_pure_methods_take_what_the_method_takes_and_refuse_the_rest_as_it_does(
         assert str(via_call.value) == direct
         outcomes.add("refused")
     assert outcomes == {"accepted", "refused"}
+
+
+def test_a_subclass_of_a_pure_functions_class_that_overrides_call_pure_decides_every_call() -> None:
+    # asynq's extension point, on the class @asynq(pure=True) made for the function: its
+    # generated makers (f(x)'s, and obj.f(x)'s kept by the class) would skip the override.
+    def m(self: Any, x: int) -> Generator[Any, Any, int]:
+        yield None
+        return x
+
+    base: Any = asynq(pure=True)(m)
+    seen: list[tuple[Any, ...]] = []
+
+    class Logged(type(base)):  # type: ignore[misc]
+        def _call_pure(self, args: Any, kwargs: Any) -> AsyncTask[Any]:
+            seen.append(args)
+            return super()._call_pure(args, kwargs)  # type: ignore[no-any-return]
+
+    class Holder:
+        plain = base
+        logged = Logged(m)
+
+    obj = Holder()
+    # The base class's maker first, so that a maker it keeps is there to be inherited.
+    assert obj.plain(1).value() == 1
+    assert type(Holder.__dict__["logged"]) is Logged
+    assert obj.logged(2).value() == 2
+    assert obj.logged(3).value() == 3
+    assert Holder.logged(obj, 4).value() == 4
+    assert seen == [(obj, 2), (obj, 3), (obj, 4)]
+    assert obj.plain(5).value() == 5
+    assert len(seen) == 3

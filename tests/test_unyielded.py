@@ -80,6 +80,29 @@ def test_a_bound_method_names_the_callers_line_not_batchqs() -> None:
     assert "batchq/" not in str(seen[0].message).split(" at ")[1].split(" ")[0]
 
 
+def test_a_pure_method_call_never_yielded_is_reported_like_a_pure_functions() -> None:
+    # obj.m(x) of a pure method makes its task with a generated maker, as f(x) does: dropped, it
+    # warns with the caller's line; yielded or run, it does not.
+    class Model:
+        @asynq(pure=True)
+        def load(self, x: int) -> Generator[Any, Any, int]:
+            yield None
+            return x
+
+    def drop(model: Model) -> None:
+        model.load(1)
+
+    model = Model()
+    for _ in range(2):  # the first call makes the maker, the second uses it as kept
+        with pytest.warns(UnyieldedTaskWarning, match=r"test_unyielded\.py:\d+") as seen:
+            run_and_collect(drop, model)
+        assert "Model.load(" in str(seen[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnyieldedTaskWarning)
+        assert model.load(2).value() == 2
+        gc.collect()
+
+
 def test_yielded_run_and_value_tasks_do_not_warn() -> None:
     @asynq()
     def fine(uid: int) -> Generator[Any, Any, Any]:

@@ -343,7 +343,18 @@ class Scheduler:
         elif root._value is NOT_COMPUTED:
             root._compute()
 
-    def _drive(self, hooks: tuple[Instrument, ...]) -> None:
+    def _drive(
+        self,
+        hooks: tuple[Instrument, ...],
+        # Constants as defaults: bound once, not loaded into locals on every drive (a deep
+        # chain's round is one drive of one task). Never passed.
+        none: Any = NOT_COMPUTED,
+        task_cls: type[AsyncTask[Any]] = AsyncTask,
+        item_cls: type[BatchItemBase[Any]] = BatchItemBase,
+        future_cls: type[FutureBase[Any]] = FutureBase,
+        aggregates: tuple[type, ...] = _AGGREGATES,
+        multi: Any = _MULTI,
+    ) -> None:
         """Run runnable tasks until every one has blocked or finished.
 
         The hottest code of batchq: every line runs once per resumption of every task, so the
@@ -358,12 +369,6 @@ class Scheduler:
         # check are ``started - (check_at - interval)``, carried over from earlier drives.
         interval = limits.first_check
         check_at = interval - self._since_check
-        none = NOT_COMPUTED
-        task_cls = AsyncTask
-        item_cls = BatchItemBase
-        future_cls = FutureBase
-        aggregates = _AGGREGATES
-        multi = _MULTI
         # Rounds only flush between drives, so this round's pending set stays the same object,
         # and a batch added to it stays there for the rest of the drive.
         pending = self._pending

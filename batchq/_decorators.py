@@ -251,7 +251,11 @@ class AsyncFunction(_AsyncCallable[P, T]):
     def __get__(self, obj: Any, owner: type[Any] | None = None) -> Any:
         if obj is None:
             return self
-        return BoundAsyncFunction(self, obj)
+        # BoundAsyncFunction(self, obj) without its __init__ call: once per obj.method.
+        bound: BoundAsyncFunction[Any, Any] = _new_object(BoundAsyncFunction)
+        bound.__func__ = self
+        bound.__self__ = obj
+        return bound
 
 
 class _GeneratorAsyncFunction(AsyncFunction[P, T]):
@@ -300,15 +304,6 @@ class _GeneratorAsyncFunction(AsyncFunction[P, T]):
         self._bound_maker: Callable[..., AsyncTask[Any]] | None = (
             None if task_cls is AsyncTask else _generic_bound_asynq
         )
-
-    def __get__(self, obj: Any, owner: type[Any] | None = None) -> Any:
-        if obj is None:
-            return self
-        # BoundAsyncFunction(self, obj) without its __init__ call: once per obj.method.
-        bound: BoundAsyncFunction[Any, Any] = _new_object(BoundAsyncFunction)
-        bound.__func__ = self
-        bound.__self__ = obj
-        return bound
 
     def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
         # The task from the generated maker too: no tuple and dict of the arguments per call.

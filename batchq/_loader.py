@@ -12,13 +12,13 @@ from _thread import get_ident
 from collections.abc import Callable, Coroutine, Hashable, Iterable, Mapping, Sequence, Sized
 from typing import Any, Generic, NoReturn, TypeVar
 
-from ._core._batch import BatchBase, BatchItemBase
+from ._core._batch import BatchItemBase, KeyedBatch, KeyedItem
 from ._core._errors import BatchingError, FetchResultError
 from ._core._format import fn_name
 from ._core._futures import NOT_COMPUTED
 from ._core._loop import Scheduler, get_scheduler, run_sync
 from ._core._runtime import scheduler_var
-from ._core._task import AsyncTask
+from ._core._task import DELIVERED_ERROR, DELIVERED_VALUE, AsyncTask
 
 __all__ = ["Loader", "LoaderItem", "LoaderBatch"]
 
@@ -28,52 +28,24 @@ V = TypeVar("V")
 FetchResult = Mapping[Any, Any] | Sequence[Any]
 
 
-class LoaderItem(BatchItemBase[V]):
-    """The pending value of one key. Made by :meth:`Loader.request` only, which fills its slots."""
-
-    __slots__ = ("key",)
-
-    key: Any
-
-    # LoaderItem() then five slot stores in request(): a Python __init__ call costs more, once per
-    # key (see Loader.request).
-    __init__ = object.__init__
-
-    def __repr__(self) -> str:
-        loader = self.batch.loader if isinstance(self.batch, LoaderBatch) else None
-        name = loader.name if loader is not None else "?"
-        state = "pending" if self._value is NOT_COMPUTED else "done"
-        return f"<LoaderItem {name}[{self.key!r}] {state}>"
+# The item of one key: the core's keyed item, which the scheduler can absorb (see KeyedBatch).
+LoaderItem = KeyedItem
 
 
-class LoaderBatch(BatchBase, Generic[K, V]):
+class LoaderBatch(KeyedBatch, Generic[K, V]):
     """The keys one loader was asked for in one round, in one scheduler.
 
     Made by :meth:`Loader.request` only, which fills its slots. The scheduler flushes it through
     :meth:`_round_flush`, which does :meth:`BatchBase.flush`'s steps in one call (a round of a
-    deep chain is one key: the calls of the generic steps were a tenth of it).
+    deep chain is one key: the calls of the generic steps were a tenth of it). ``by_key`` holds
+    an item per key, or the task absorbed in its place (see :class:`KeyedBatch`).
     """
 
-    # Slots: no instance dict, for one batch per loader per round.
-    __slots__ = ("loader", "sched", "by_key", "first")
+    __slots__ = ("loader",)
 
     loader: Loader[K, V]
-    sched: Scheduler
-    by_key: dict[K, LoaderItem[V]]
-    # The first key's item (also in by_key): a one-key round, each round of a deep chain,
-    # flushes without copying by_key's keys and values into lists.
-    first: LoaderItem[V] | None
 
     __init__ = object.__init__
-
-    @property
-    def items(self) -> list[BatchItemBase[Any]]:
-        return list(self.by_key.values())
-
-    @items.setter
-    def items(self, value: list[BatchItemBase[Any]]) -> None:
-        msg = "a LoaderBatch's items come from its keys; add keys with Loader.request()"
-        raise AttributeError(msg)
 
     def name(self) -> str:
         return self.loader.name
@@ -85,6 +57,8 @@ class LoaderBatch(BatchBase, Generic[K, V]):
         if self._value is not NOT_COMPUTED:
             msg = f"{self.name()} batch is already flushed or cancelled; it cannot flush again"
             raise BatchingError(msg)
+        # Items for every key: this flush's caller wakes waiters from items, not from tasks.
+        self._unabsorb()
         self._round_flush()
 
     def _round_flush(self) -> Sequence[BatchItemBase[Any]]:
@@ -98,13 +72,15 @@ class LoaderBatch(BatchBase, Generic[K, V]):
         active = self.sched._active
         if active.get(loader) is self:  # same as _try_switch_active_batch: keep in sync
             del active[loader]
+        if self.sched._insts:
+            self._unabsorb()  # instruments are given items (batch_flushed), as documented
         by_key = self.by_key
-        items: Sequence[LoaderItem[V]]
+        items: Sequence[Any]
         first = self.first
         if len(by_key) == 1 and first is not None:
             items = (first,)
         else:
-            many = [*by_key.values()]
+            many = [*by_key.values()]  # items, and tasks absorbed in their place
             items = many
             first = None
         try:
@@ -149,18 +125,20 @@ class LoaderBatch(BatchBase, Generic[K, V]):
         self.first = None
 
     def _flush(self) -> None:
-        self._fetch_chunks(list(self.by_key.values()))
+        self._fetch_chunks(self.items)
 
-    def _fetch_chunks(self, items: list[LoaderItem[V]]) -> None:
-        """Fetch ``items`` (all of them, in order) in chunks of at most ``max_batch_size`` keys."""
+    def _fetch_chunks(self, entries: list[Any]) -> None:
+        """Fetch every key of ``by_key`` (``entries`` are its values, in order: items, or tasks
+        absorbed in their place) in chunks of at most ``max_batch_size`` keys."""
         loader = self.loader
         size = loader.max_batch_size
-        if size is None or size >= len(items):
-            loader._fetch_chunk([*self.by_key], items)
+        keys = [*self.by_key]
+        if size is None or size >= len(entries):
+            loader._fetch_chunk(keys, entries)
             return
-        for start in range(0, len(items), size):
-            chunk = items[start : start + size]
-            loader._fetch_chunk([item.key for item in chunk], chunk)
+        for start in range(0, len(entries), size):
+            end = start + size
+            loader._fetch_chunk(keys[start:end], entries[start:end])
 
 
 class Loader(Generic[K, V]):
@@ -201,13 +179,17 @@ class Loader(Generic[K, V]):
             sched = get_scheduler()
         batch = sched._active.get(self)
         if batch is not None:
-            by_key: dict[Any, LoaderItem[V]] = batch.by_key  # type: ignore[attr-defined]
+            by_key: dict[Any, Any] = batch.by_key  # type: ignore[attr-defined]
             try:
                 item = by_key.get(key)
             except TypeError:
                 raise self._unhashable(key) from None
             if item is not None:
-                return item
+                if type(item) is not LoaderItem:
+                    # The key's waiting task, absorbed in its item's place (see KeyedBatch):
+                    # a second request needs the item back.
+                    item = by_key[key] = batch._restore(key, item)  # type: ignore[attr-defined]
+                return item  # type: ignore[no-any-return]
         # Slots stored here rather than in an __init__: a call less per key and per batch.
         new_item: LoaderItem[V] = LoaderItem()
         new_item._value = NOT_COMPUTED
@@ -242,45 +224,53 @@ class Loader(Generic[K, V]):
             f"{type(key).__name__}; keys must be hashable (use a tuple instead of a list)"
         )
 
-    def _fetch_chunk(self, keys: list[K], items: list[LoaderItem[V]]) -> None:
-        """Fetch ``keys`` (those of ``items``, in order) and settle every item, or raise."""
+    def _fetch_chunk(self, keys: list[K], items: list[Any]) -> None:
+        """Fetch ``keys`` (those of ``items``, in order) and settle every entry, or raise."""
         self._settle_chunk(self.fetch(keys), keys, items)
 
-    def _settle_chunk(self, result: Any, keys: list[K], items: list[LoaderItem[V]]) -> None:
-        """Settle every item of ``items`` from what the fetch of ``keys`` returned, or raise."""
+    def _settle_chunk(self, result: Any, keys: list[K], items: list[Any]) -> None:
+        """Settle every entry of ``items`` (an item, or the task absorbed in its place) from what
+        the fetch of ``keys`` returned, or raise."""
         rtype = type(result)
         if rtype is list or rtype is tuple:  # the common answers, without an ABC check
             # (for one key, inlined in LoaderBatch._round_flush: keep in sync)
             if len(result) != len(keys):
                 self._wrong_count(result, keys)
             # No strict=: the lengths are equal, and a keyword argument doubles zip()'s cost.
+            # An entry is an item, or the task absorbed in its place (see KeyedBatch), which
+            # gets the value itself (_settle's work, inlined: keep in sync).
             for item, value in zip(items, result):  # noqa: B905
-                if isinstance(value, BaseException):
-                    item._value = None
-                    item._error = value
-                else:
-                    item._value = value
+                if type(item) is LoaderItem:
+                    if isinstance(value, BaseException):
+                        item._value = None
+                        item._error = value
+                    else:
+                        item._value = value
+                elif item._gen is not None:
+                    item._dep = value
+                    item._npending = (
+                        DELIVERED_ERROR if isinstance(value, BaseException) else DELIVERED_VALUE
+                    )
             return
         if isinstance(result, Mapping):
-            missing = []
-            for item in items:
+            missing: list[tuple[K, Any]] = []
+            for key, item in zip(keys, items, strict=True):
                 try:
-                    value = result[item.key]
+                    value = result[key]
                 except KeyError:
-                    missing.append(item)
+                    missing.append((key, item))
                     continue
                 _settle(item, value)
             if missing:
-                shown = ", ".join(repr(i.key) for i in missing[:5])
+                shown = ", ".join(repr(k) for k, _ in missing[:5])
                 more = "" if len(missing) <= 5 else f" and {len(missing) - 5} more"
                 error = FetchResultError(
                     f"fetch of Loader {self.name!r} returned no value for {len(missing)} of "
                     f"{len(keys)} keys ({shown}{more}); return a value for every key it is given "
                     "(e.g. None for a missing row)"
                 )
-                for item in missing:
-                    item._value = None
-                    item._error = error
+                for _, item in missing:
+                    _settle(item, error)
             return
         if isinstance(result, Sequence) and not isinstance(result, (str, bytes, bytearray)):
             if len(result) != len(keys):
@@ -305,12 +295,17 @@ class Loader(Generic[K, V]):
         return f"<Loader {self.name!r} max_batch_size={self.max_batch_size}>"
 
 
-def _settle(item: LoaderItem[Any], value: Any) -> None:
-    if isinstance(value, BaseException):
-        item._value = None
-        item._error = value
-    else:
-        item._value = value
+def _settle(entry: Any, value: Any) -> None:
+    """Settle one key: its item, or the task absorbed in its place (see KeyedBatch)."""
+    if type(entry) is LoaderItem:
+        if isinstance(value, BaseException):
+            entry._value = None
+            entry._error = value
+        else:
+            entry._value = value
+    elif entry._gen is not None:  # a task; finished meanwhile (closed): nothing to give it
+        entry._dep = value
+        entry._npending = DELIVERED_ERROR if isinstance(value, BaseException) else DELIVERED_VALUE
 
 
 class LoadFunction(Generic[K, V]):

@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 from ._errors import BatchCancelledError, BatchingError
 from ._futures import NOT_COMPUTED, FutureBase
 from ._runtime import run_future
+from ._task import ABSORBED, DELIVERED_ERROR, DELIVERED_VALUE, AsyncTask
 
-__all__ = ["BatchBase", "BatchItemBase"]
+__all__ = ["BatchBase", "BatchItemBase", "KeyedBatch", "KeyedItem"]
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -161,3 +162,108 @@ class BatchItemBase(FutureBase[T_co]):
 
     def _compute(self) -> None:
         run_future(self)
+
+
+class KeyedItem(BatchItemBase[T_co]):
+    """The pending value of one key of a :class:`KeyedBatch`. Made by the batch's owner, which
+    fills its slots (``Loader.request``): a Python ``__init__`` call costs more, once per key."""
+
+    __slots__ = ("key",)
+
+    key: Any
+
+    __init__ = object.__init__
+
+    def __repr__(self) -> str:
+        batch = self.batch
+        name = batch.name() if isinstance(batch, BatchBase) else "?"
+        state = "pending" if self._value is NOT_COMPUTED else "done"
+        return f"<{type(self).__name__} {name}[{self.key!r}] {state}>"
+
+
+class KeyedBatch(BatchBase):
+    """A batch of keyed requests: one :class:`KeyedItem` per distinct key, in ``by_key``.
+
+    **Absorption.** When a task yields a ``KeyedItem`` that nothing else holds (no other waiter,
+    no reference but ``by_key``'s), the scheduler stores the task in ``by_key`` in the item's
+    place and lets the item go (``_drive``): a pending key then costs no object of its own. The
+    task's ``_dep`` is this batch and its ``_npending`` is ``ABSORBED``. The flush gives such a
+    task its value directly (``_dep`` = the value or the error, ``_npending`` =
+    ``DELIVERED_VALUE``/``DELIVERED_ERROR``) and lists the task among the items it returns; the
+    scheduler's wake-up makes it runnable and ``_drive`` sends it that value.
+
+    Everything else sees items only: :attr:`items`, a failure or cancellation, and
+    ``blocked_on()`` (every debug view, detach and deadlock diagnosis) first give each absorbed
+    key an item again (:meth:`_unabsorb`), which restores the state without the absorption.
+    Subclasses fetch in ``_round_flush``/``_flush`` and settle each entry of ``by_key``, item or
+    task, as ``Loader``'s does.
+    """
+
+    # Slots: no per-instance dict lookups on the hot path (BatchBase's subclasses may have one).
+    __slots__ = ("sched", "by_key", "first")
+
+    sched: Any
+    by_key: dict[Any, Any]  # key -> KeyedItem, or the task absorbed in its place
+    # The first key's item (also in by_key; never absorbed): a one-key round, each round of a
+    # deep chain, flushes without copying by_key's values into a list.
+    first: KeyedItem[Any] | None
+
+    __init__ = object.__init__
+
+    @property
+    def items(self) -> list[BatchItemBase[Any]]:
+        self._unabsorb()
+        return list(self.by_key.values())
+
+    @items.setter
+    def items(self, value: list[BatchItemBase[Any]]) -> None:
+        msg = f"a {type(self).__name__}'s items come from its keys; add keys through its owner"
+        raise AttributeError(msg)
+
+    def is_empty(self) -> bool:
+        return not self.by_key
+
+    def get_priority(self) -> tuple[int, int]:
+        return (0, len(self.by_key))
+
+    def _unabsorb(self) -> None:
+        """Give every key held as its waiting task an item again (see the class docstring)."""
+        by_key = self.by_key
+        for key, entry in [*by_key.items()]:
+            if type(entry) is not KeyedItem:
+                by_key[key] = self._restore(key, entry)
+
+    def _restore(self, key: Any, task: AsyncTask[Any]) -> KeyedItem[Any]:
+        """The item of ``key``, held as ``task``: pending, or settled with what was delivered."""
+        item: KeyedItem[Any] = KeyedItem()
+        item._value = NOT_COMPUTED
+        item._error = None
+        item._waiters = None
+        item.key = key
+        item.batch = self
+        if task._gen is None:
+            return item  # finished meanwhile (closed): the key stays, with nobody waiting
+        n = task._npending
+        if n == ABSORBED:
+            item._waiters = task  # woken by the flush, as any item's waiter
+        elif n == DELIVERED_VALUE:
+            item._value = task._dep  # the flush's wake-up pushes the task itself (listed)
+        elif n == DELIVERED_ERROR:
+            item._value = None
+            item._error = task._dep
+        task._dep = item
+        task._npending = 0
+        return item
+
+    def _fail_items(self, error: BaseException) -> None:
+        self._unabsorb()
+        super()._fail_items(error)
+
+    def __repr__(self) -> str:
+        if self._value is NOT_COMPUTED:
+            state = "pending"
+        elif self._error is not None:
+            state = "cancelled" if isinstance(self._error, BatchCancelledError) else "failed"
+        else:
+            state = "flushed"
+        return f"<{type(self).__name__} {state}, {len(self.by_key)} keys>"

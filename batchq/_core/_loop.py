@@ -28,6 +28,7 @@ once per drive; with none installed the loop checks one local variable per task.
 
 from __future__ import annotations
 
+import sys
 import time
 from _thread import get_ident
 from collections.abc import Callable, Sequence
@@ -35,7 +36,7 @@ from inspect import GEN_CREATED, getgeneratorstate
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from ._batch import BatchBase, BatchItemBase
+from ._batch import BatchBase, BatchItemBase, KeyedItem
 from ._contexts import switch_frames
 from ._errors import (
     AsyncTaskCancelledError,
@@ -75,7 +76,7 @@ from ._runtime import (
     scheduler_var,
     set_current,
 )
-from ._task import AsyncTask, leaves
+from ._task import ABSORBED, DELIVERED_VALUE, AsyncTask, leaves
 
 if TYPE_CHECKING:
     from ._contexts import ContextFrame
@@ -104,6 +105,20 @@ FLUSH: Final = 1  # flush the round's pending batches (Scheduler.flush_round), t
 IDLE: Final = 2  # nothing runnable or pending, a run unfinished: wait for outside work or unstick
 
 _MULTI: Final[Any] = object()  # _drive's marker for "the task yielded a list/tuple/dict"
+
+
+def _calibrate_held() -> int:
+    """What ``sys.getrefcount`` reads for an object held by one dict and one local variable,
+    the state of an item that only its batch and ``_drive`` hold (see KeyedBatch): measured,
+    not assumed, because interpreters count the call's own argument differently."""
+    by_key = {0: object()}
+    y = by_key[0]
+    return sys.getrefcount(y)
+
+
+# Absorption needs exact reference counts: off (never equal) where there are none.
+_REFCOUNT: Final[Callable[[Any], int]] = getattr(sys, "getrefcount", lambda _: -1)
+_HELD: Final = _calibrate_held() if hasattr(sys, "getrefcount") else 0
 
 
 class Scheduler:
@@ -354,6 +369,9 @@ class Scheduler:
         future_cls: type[FutureBase[Any]] = FutureBase,
         aggregates: tuple[type, ...] = _AGGREGATES,
         multi: Any = _MULTI,
+        keyed_cls: type[KeyedItem[Any]] = KeyedItem,
+        refcount: Callable[[Any], int] = _REFCOUNT,
+        held: int = _HELD,
     ) -> None:
         """Run runnable tasks until every one has blocked or finished.
 
@@ -394,6 +412,16 @@ class Scheduler:
                     if dep is None:
                         value = None
                         err: BaseException | None = None
+                    elif task._npending:
+                        # Its keyed batch gave it the value itself (absorbed: see KeyedBatch).
+                        task._dep = None
+                        if task._npending == DELIVERED_VALUE:
+                            value = dep
+                            err = None
+                        else:
+                            value = None
+                            err = dep
+                        task._npending = 0
                     else:
                         task._dep = None
                         try:
@@ -491,6 +519,20 @@ class Scheduler:
                                     # Most items of a drive are of one batch: it is added once.
                                     pending[batch] = None
                                     last_batch = batch
+                                if (
+                                    type(y) is keyed_cls
+                                    and refcount(y) == held
+                                    and type(task) is task_cls
+                                    and batch._value is none
+                                ):
+                                    # A key's item that nothing else holds (no waiter, no
+                                    # reference but its batch's by_key and ``y``): the batch
+                                    # holds this task in its place, and the item is let go
+                                    # (KeyedBatch; the batch's ``first`` is never absorbed).
+                                    batch.by_key[y.key] = task  # type: ignore[attr-defined]
+                                    task._dep = batch
+                                    task._npending = ABSORBED
+                                    break
                             else:
                                 value = y._value
                                 err = y._error
@@ -717,6 +759,14 @@ class Scheduler:
             # for one item: a deep chain's round). The wake-up below is _drive's, inlined on
             # purpose: a call per waiter shows in every round.
             for item in reversed(items) if len(items) > 1 else items:
+                if type(item) is AsyncTask:
+                    # A task its keyed batch held in its item's place, the value delivered
+                    # (KeyedBatch): it is the waiter.
+                    if item._sched is self:
+                        push(item)
+                    else:
+                        push_elsewhere(item)
+                    continue
                 ws = item._waiters
                 if ws is not None:
                     item._waiters = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Mapping
 from inspect import CO_VARARGS, CO_VARKEYWORDS
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ._errors import AsyncTaskResult, UsageError
 from ._format import format_call
@@ -16,6 +16,14 @@ if TYPE_CHECKING:
     from ._loop import Scheduler
 
 __all__ = ["AsyncTask", "result", "leaves", "blocked_on"]
+
+# ``_npending`` below zero: the task is not waiting on the futures in ``_dep`` (see KeyedBatch).
+# ABSORBED: blocked, ``_dep`` is the KeyedBatch that holds the task in its key's item's place.
+# DELIVERED_VALUE / DELIVERED_ERROR: that batch was flushed, and ``_dep`` is the value or the
+# error the generator gets back (the task is runnable).
+DELIVERED_VALUE: Final = -1
+DELIVERED_ERROR: Final = -2
+ABSORBED: Final = -3
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -34,7 +42,8 @@ class AsyncTask(FutureBase[T_co]):
     # When done with an error: the traceback of that error at the moment the task failed.
     _dep: Any
     # While blocked: how many of the futures it waits on are pending beyond the first (so 0 for
-    # the common single wait); 0 whenever it is not blocked.
+    # the common single wait); 0 whenever it is not blocked. Below zero when a keyed batch holds
+    # the task in place of an item (ABSORBED and DELIVERED_* above).
     _npending: int
     _sched: Scheduler | None
     _contexts: ContextFrame | None
@@ -188,4 +197,11 @@ def blocked_on(task: AsyncTask[Any]) -> list[FutureBase[Any]]:
     """What ``task`` still waits for (empty when it is not blocked)."""
     if task._gen is None or task._dep is None:
         return []
+    n = task._npending
+    if n < 0:
+        if n != ABSORBED:
+            return []  # delivered: it resumes with that value next
+        # Held by its keyed batch in its item's place: the item comes back, so that whoever asks
+        # (a debug view, a detach) sees and edits what it would have without the absorption.
+        task._dep._unabsorb()
     return [leaf for leaf in leaves(task._dep) if leaf._value is NOT_COMPUTED]

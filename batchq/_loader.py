@@ -12,11 +12,12 @@ from _thread import get_ident
 from collections.abc import Callable, Coroutine, Hashable, Iterable, Mapping, Sequence, Sized
 from typing import Any, Generic, NoReturn, TypeVar
 
-from ._core._batch import BatchItemBase, KeyedBatch, KeyedItem
+from ._core._batch import KeyedBatch, KeyedItem
 from ._core._errors import BatchingError, FetchResultError
 from ._core._format import fn_name
 from ._core._futures import NOT_COMPUTED
-from ._core._loop import Scheduler, get_scheduler, run_sync
+from ._core._graph import wake
+from ._core._loop import get_scheduler, run_sync
 from ._core._runtime import scheduler_var
 from ._core._task import DELIVERED_ERROR, DELIVERED_VALUE, AsyncTask
 
@@ -57,12 +58,17 @@ class LoaderBatch(KeyedBatch, Generic[K, V]):
         if self._value is not NOT_COMPUTED:
             msg = f"{self.name()} batch is already flushed or cancelled; it cannot flush again"
             raise BatchingError(msg)
-        # Items for every key: this flush's caller wakes waiters from items, not from tasks.
+        # Called outside the scheduler's round (``item.batch.flush()`` in a task, asynq-style):
+        # the waiters are woken here, because the scheduler finds this batch flushed and its
+        # items let go. Items for every key first, so that nobody is woken twice.
         self._unabsorb()
-        self._round_flush()
+        for item in self._round_flush():
+            if item._waiters is not None:
+                wake(item)
 
-    def _round_flush(self) -> Sequence[BatchItemBase[Any]]:
-        """``flush()`` in one call: switch the active batch, fetch, settle; returns the items.
+    def _round_flush(self) -> Sequence[Any]:
+        """``flush()`` in one call: switch the active batch, fetch, settle; returns the items,
+        and the tasks absorbed in their place (see :class:`KeyedBatch`), in key order.
 
         The same contract as :meth:`BatchBase.flush`: an ``Exception`` from the fetch fails every
         item it left unset and never propagates; anything else (an interrupt) propagates with
@@ -72,8 +78,6 @@ class LoaderBatch(KeyedBatch, Generic[K, V]):
         active = self.sched._active
         if active.get(loader) is self:  # same as _try_switch_active_batch: keep in sync
             del active[loader]
-        if self.sched._insts:
-            self._unabsorb()  # instruments are given items (batch_flushed), as documented
         by_key = self.by_key
         items: Sequence[Any]
         first = self.first
@@ -239,18 +243,16 @@ class Loader(Generic[K, V]):
             # No strict=: the lengths are equal, and a keyword argument doubles zip()'s cost.
             # An entry is an item, or the task absorbed in its place (see KeyedBatch), which
             # gets the value itself (_settle's work, inlined: keep in sync).
+            item_cls = LoaderItem
+            delivered = DELIVERED_VALUE
             for item, value in zip(items, result):  # noqa: B905
-                if type(item) is LoaderItem:
-                    if isinstance(value, BaseException):
-                        item._value = None
-                        item._error = value
-                    else:
-                        item._value = value
+                if isinstance(value, BaseException):
+                    _settle(item, value)
+                elif type(item) is item_cls:
+                    item._value = value
                 elif item._gen is not None:
                     item._dep = value
-                    item._npending = (
-                        DELIVERED_ERROR if isinstance(value, BaseException) else DELIVERED_VALUE
-                    )
+                    item._npending = delivered
             return
         if isinstance(result, Mapping):
             missing: list[tuple[K, Any]] = []

@@ -102,6 +102,14 @@ def workloads(mod: Any) -> dict[str, tuple[Any, int]]:
             return value
         return value + (yield load_chain.asynq(d - 1))
 
+    @asynq()
+    def load_child(key):
+        return (yield loader.load.asynq(key))
+
+    @asynq()
+    def load_fan(n):
+        return (yield [load_child.asynq(i) for i in range(n)])
+
     obj = Model()
     return {
         "f.asynq(x)": (lambda: leaf.asynq(1), 20000),
@@ -112,6 +120,7 @@ def workloads(mod: Any) -> dict[str, tuple[Any, int]]:
         "task chain depth 100 (1 round)": (lambda: chain(100), 50),
         "get_and_set x300 (pure)": (lambda: gs_root(300).value(), 20),
         "loader chain 100 (100 rounds)": (lambda: load_chain(100), 50),
+        "loader fan-out 1000 (1 round)": (lambda: load_fan(1000), 10),
     }
 
 

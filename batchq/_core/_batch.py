@@ -10,12 +10,15 @@ a failure reaches every item of the batch instead.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ._errors import BatchCancelledError, BatchingError
 from ._futures import NOT_COMPUTED, FutureBase
 from ._runtime import run_future
 from ._task import ABSORBED, DELIVERED_ERROR, DELIVERED_VALUE, AsyncTask
+
+if TYPE_CHECKING:
+    from ._loop import Scheduler
 
 __all__ = ["BatchBase", "BatchItemBase", "KeyedBatch", "KeyedItem"]
 
@@ -24,6 +27,9 @@ T_co = TypeVar("T_co", covariant=True)
 
 class BatchBase(FutureBase[None]):
     """A group of requests to one source, flushed in one call."""
+
+    # Whether ``_round_flush`` may list tasks among its items (KeyedBatch's absorption).
+    _absorbs: ClassVar[bool] = False
 
     # No __slots__ restriction for subclasses written for asynq, which add attributes freely.
     def __init__(self) -> None:
@@ -202,7 +208,9 @@ class KeyedBatch(BatchBase):
     # Slots: no per-instance dict lookups on the hot path (BatchBase's subclasses may have one).
     __slots__ = ("sched", "by_key", "first")
 
-    sched: Any
+    _absorbs: ClassVar[bool] = True
+
+    sched: Scheduler
     by_key: dict[Any, Any]  # key -> KeyedItem, or the task absorbed in its place
     # The first key's item (also in by_key; never absorbed): a one-key round, each round of a
     # deep chain, flushes without copying by_key's values into a list.
@@ -254,10 +262,6 @@ class KeyedBatch(BatchBase):
         task._dep = item
         task._npending = 0
         return item
-
-    def _fail_items(self, error: BaseException) -> None:
-        self._unabsorb()
-        super()._fail_items(error)
 
     def __repr__(self) -> str:
         if self._value is NOT_COMPUTED:

@@ -280,3 +280,26 @@ def test_a_batch_flushed_by_a_task_wakes_every_waiter() -> None:
 
     assert root() == ["v1", "v2", "v3", "v99"]
     assert probe.calls == [[1, 2, 3, 99]]
+
+
+def test_a_key_whose_hash_fails_later_still_gets_its_value() -> None:
+    """The absorption stores the task under the key again: a key whose hash raises by then makes
+    the task wait as an item (the key was hashed fine when it was requested)."""
+
+    class Flaky:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.hashes = 0
+
+        def __hash__(self) -> int:
+            self.hashes += 1
+            if self.hashes > 2:  # Loader.request hashes a new key twice
+                raise RuntimeError(f"{self.name} cannot be hashed again")
+            return hash(self.name)
+
+        def __repr__(self) -> str:
+            return self.name
+
+    loader: Loader[Any, str] = Loader(lambda keys: [repr(k) for k in keys])
+    keys = [Flaky("a"), Flaky("b"), Flaky("c")]
+    assert fan(loader, keys) == ["a", "b", "c"]  # type: ignore[arg-type]

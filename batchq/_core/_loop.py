@@ -528,10 +528,14 @@ class Scheduler:
                                     # (KeyedBatch). Its batch is pending (a flush settles every
                                     # item). Not the first item of a batch in a drive: a deep
                                     # chain's round, one key, pays for no check.
-                                    batch.by_key[y.key] = task  # type: ignore[attr-defined]
-                                    task._dep = batch
-                                    task._npending = ABSORBED
-                                    break
+                                    try:
+                                        batch.by_key[y.key] = task  # type: ignore[attr-defined]
+                                    except Exception:
+                                        pass  # a key whose hash fails now: it waits as an item
+                                    else:
+                                        task._dep = batch
+                                        task._npending = ABSORBED
+                                        break
                             else:
                                 value = y._value
                                 err = y._error

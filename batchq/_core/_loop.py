@@ -116,9 +116,13 @@ def _calibrate_held() -> int:
     return sys.getrefcount(y)
 
 
-# Absorption needs exact reference counts: off (never equal) where there are none.
-_REFCOUNT: Final[Callable[[Any], int]] = getattr(sys, "getrefcount", lambda _: -1)
-_HELD: Final = _calibrate_held() if hasattr(sys, "getrefcount") else 0
+# Absorption needs exact reference counts: off (never equal) where there are none, and where
+# they are not exact (a free-threaded build without its GIL counts references per thread).
+_EXACT_REFCOUNTS: Final = hasattr(sys, "getrefcount") and getattr(
+    sys, "_is_gil_enabled", lambda: True
+)()
+_REFCOUNT: Final[Callable[[Any], int]] = sys.getrefcount if _EXACT_REFCOUNTS else lambda _: -1
+_HELD: Final = _calibrate_held() if _EXACT_REFCOUNTS else 0
 
 
 class Scheduler:

@@ -12,7 +12,7 @@ from _thread import get_ident
 from collections.abc import Callable, Coroutine, Hashable, Iterable, Mapping, Sequence, Sized
 from typing import Any, Generic, NoReturn, TypeVar
 
-from ._core._batch import KeyedBatch, KeyedItem
+from ._core._batch import EntryList, KeyedBatch, KeyedItem
 from ._core._errors import BatchingError, FetchResultError
 from ._core._format import fn_name
 from ._core._futures import NOT_COMPUTED
@@ -84,7 +84,7 @@ class LoaderBatch(KeyedBatch, Generic[K, V]):
         if len(by_key) == 1 and first is not None:
             items = (first,)
         else:
-            many = [*by_key.values()]  # items, and tasks absorbed in their place
+            many = EntryList(by_key.values())  # items, and tasks absorbed in their place
             items = many
             first = None
         try:

@@ -36,7 +36,7 @@ from inspect import GEN_CREATED, getgeneratorstate
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from ._batch import BatchBase, BatchItemBase, KeyedBatch, KeyedItem
+from ._batch import BatchBase, BatchItemBase, EntryList, KeyedBatch, KeyedItem
 from ._contexts import switch_frames
 from ._errors import (
     AsyncTaskCancelledError,
@@ -118,9 +118,9 @@ def _calibrate_held() -> int:
 
 # Absorption needs exact reference counts: off (never equal) where there are none, and where
 # they are not exact (a free-threaded build without its GIL counts references per thread).
-_EXACT_REFCOUNTS: Final = hasattr(sys, "getrefcount") and getattr(
-    sys, "_is_gil_enabled", lambda: True
-)()
+_EXACT_REFCOUNTS: Final = (
+    hasattr(sys, "getrefcount") and getattr(sys, "_is_gil_enabled", lambda: True)()
+)
 _REFCOUNT: Final[Callable[[Any], int]] = sys.getrefcount if _EXACT_REFCOUNTS else lambda _: -1
 _HELD: Final = _calibrate_held() if _EXACT_REFCOUNTS else 0
 
@@ -718,7 +718,12 @@ class Scheduler:
         if fut._value is not NOT_COMPUTED and fut._waiters is not None:
             wake(fut)
 
-    def flush_round(self) -> None:
+    def flush_round(
+        self,
+        # Constants as defaults, as in _drive. Never passed.
+        keyed_cls: type[KeyedItem[Any]] = KeyedItem,
+        entry_list: type[EntryList] = EntryList,
+    ) -> None:
         """Flush every pending batch, then make runnable the tasks whose waits are over.
 
         The one step a driver performs itself (inline, or in a worker thread): no task runs
@@ -737,7 +742,6 @@ class Scheduler:
         pending = self._pending
         self._pending = {}
         push = self._ready.append
-        keyed_cls = KeyedItem
         items: Sequence[BatchItemBase[Any]]
         for batch in pending:
             if batch._value is not NOT_COMPUTED:
@@ -768,10 +772,10 @@ class Scheduler:
             # Backwards, so that the first item's waiters end on top of the stack (no reversed()
             # for one item: a deep chain's round). The wake-up below is _drive's, inlined on
             # purpose: a call per waiter shows in every round.
-            absorbs = batch._absorbs
+            mixed = type(items) is entry_list
             item: Any
             for item in reversed(items) if len(items) > 1 else items:
-                if absorbs and type(item) is not keyed_cls:
+                if mixed and type(item) is not keyed_cls:
                     # A task its keyed batch held in its item's place, the value delivered
                     # (KeyedBatch): it is the waiter.
                     if item._sched is self:

@@ -396,6 +396,7 @@ class Scheduler:
         # and a batch added to it stays there for the rest of the drive.
         pending = self._pending
         last_batch = None
+        keyed = False  # whether last_batch is a KeyedBatch
         try:
             while ready:
                 task = pop()
@@ -525,13 +526,15 @@ class Scheduler:
                                     if batch._value is none:
                                         pending[batch] = None
                                         last_batch = batch
-                                elif type(y) is keyed_cls and refcount(y) == held:
+                                        keyed = type(y) is keyed_cls  # a Loader's batch
+                                elif keyed and type(y) is keyed_cls and refcount(y) == held:
                                     # A key's item that nothing else holds (no waiter, no
                                     # reference but its batch's by_key and ``y``): the batch
                                     # holds this task in its place, and the item is let go
                                     # (KeyedBatch). Its batch is pending (a flush settles every
                                     # item). Not the first item of a batch in a drive: a deep
-                                    # chain's round, one key, pays for no check.
+                                    # chain's round, one key, pays for no check, and the
+                                    # items of other batches for one local's.
                                     try:
                                         batch.by_key[y.key] = task  # type: ignore[attr-defined]
                                     except Exception:

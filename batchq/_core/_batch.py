@@ -130,14 +130,15 @@ class BatchBase(FutureBase[None]):
             f"{type(self).__name__} must implement _try_switch_active_batch()"
         )
 
-    def __repr__(self) -> str:
+    def _flush_state(self) -> str:
         if self._value is NOT_COMPUTED:
-            state = "pending"
-        elif self._error is not None:
-            state = "cancelled" if isinstance(self._error, BatchCancelledError) else "failed"
-        else:
-            state = "flushed"
-        return f"<{type(self).__name__} {state}, {len(self.items)} items>"
+            return "pending"
+        if self._error is not None:
+            return "cancelled" if isinstance(self._error, BatchCancelledError) else "failed"
+        return "flushed"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._flush_state()}, {len(self.items)} items>"
 
 
 class BatchItemBase(FutureBase[T_co]):
@@ -269,10 +270,5 @@ class KeyedBatch(BatchBase):
         return item
 
     def __repr__(self) -> str:
-        if self._value is NOT_COMPUTED:
-            state = "pending"
-        elif self._error is not None:
-            state = "cancelled" if isinstance(self._error, BatchCancelledError) else "failed"
-        else:
-            state = "flushed"
-        return f"<{type(self).__name__} {state}, {len(self.by_key)} keys>"
+        # By the keys: ``items`` would give absorbed keys their items back.
+        return f"<{type(self).__name__} {self._flush_state()}, {len(self.by_key)} keys>"

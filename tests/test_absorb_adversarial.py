@@ -17,8 +17,11 @@ from typing import Any
 import pytest
 
 import batchq
+import batchq.debug
+import batchq.testing
 from batchq import AsyncContext, Loader, asynq
 from batchq._core import _loop
+from batchq._core._batch import KeyedBatch
 from batchq._core._task import ABSORBED, DELIVERED_VALUE, AsyncTask
 
 
@@ -49,9 +52,10 @@ def mode(request: pytest.FixtureRequest) -> Iterator[str]:
             yield request.param
 
 
-def both_ways(scenario: Callable[[], Any]) -> Any:
+def both_ways(scenario: Callable[[], Any], *, absorbs: bool = True) -> Any:
     """What ``scenario()`` returns (or raises, as its type and message), which must be the same
-    with the absorption on and off; returns it."""
+    with the absorption on and off; returns it. With ``absorbs``, some fetch of the run with the
+    absorption on must have settled a task held in its key's place (the scenario tests it)."""
 
     def outcome() -> Any:
         try:
@@ -59,10 +63,33 @@ def both_ways(scenario: Callable[[], Any]) -> Any:
         except BaseException as e:  # noqa: BLE001 (compared below)
             return ("raised", type(e), str(e))
 
-    on = outcome()
+    # Evidence of absorptions: tasks settled in their keys' places, and tasks given items back.
+    evidence = 0
+    settle = Loader._settle_chunk
+    restore = KeyedBatch._restore
+
+    def counting_settle(self: Any, result: Any, keys: Any, items: list[Any]) -> None:
+        nonlocal evidence
+        evidence += sum(1 for i in items if isinstance(i, AsyncTask))
+        settle(self, result, keys, items)
+
+    def counting_restore(self: Any, key: Any, task: Any) -> Any:
+        nonlocal evidence
+        evidence += 1
+        return restore(self, key, task)
+
+    Loader._settle_chunk = counting_settle  # type: ignore[method-assign]
+    KeyedBatch._restore = counting_restore  # type: ignore[method-assign]
+    try:
+        on = outcome()
+    finally:
+        Loader._settle_chunk = settle  # type: ignore[method-assign]
+        KeyedBatch._restore = restore  # type: ignore[method-assign]
     with absorption_off():
         off = outcome()
     assert on == off
+    if absorbs:
+        assert evidence > 0, "the scenario absorbed no task: it tests nothing here"
     return on
 
 

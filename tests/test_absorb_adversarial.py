@@ -22,7 +22,7 @@ import batchq.testing
 from batchq import AsyncContext, Loader, asynq
 from batchq._core import _loop
 from batchq._core._batch import KeyedBatch
-from batchq._core._task import ABSORBED, DELIVERED_VALUE, AsyncTask
+from batchq._core._task import ABSORBED, AsyncTask, blocked_on
 
 
 @contextlib.contextmanager
@@ -60,7 +60,7 @@ def both_ways(scenario: Callable[[], Any], *, absorbs: bool = True) -> Any:
     def outcome() -> Any:
         try:
             return ("returned", scenario())
-        except BaseException as e:  # noqa: BLE001 (compared below)
+        except BaseException as e:
             return ("raised", type(e), str(e))
 
     # Evidence of absorptions: tasks settled in their keys' places, and tasks given items back.
@@ -79,12 +79,12 @@ def both_ways(scenario: Callable[[], Any], *, absorbs: bool = True) -> Any:
         return restore(self, key, task)
 
     Loader._settle_chunk = counting_settle  # type: ignore[method-assign]
-    KeyedBatch._restore = counting_restore  # type: ignore[method-assign]
+    KeyedBatch._restore = counting_restore
     try:
         on = outcome()
     finally:
         Loader._settle_chunk = settle  # type: ignore[method-assign]
-        KeyedBatch._restore = restore  # type: ignore[method-assign]
+        KeyedBatch._restore = restore
     with absorption_off():
         off = outcome()
     assert on == off
@@ -199,7 +199,7 @@ def test_an_interrupt_after_a_delivery_closes_the_run_whatever_the_value_holds(m
     task waits on: a delivered value is not something it waits on."""
     cyclic: list[Any] = []
     cyclic.append(cyclic)
-    a = Loader(lambda keys: [cyclic for _ in keys], name="a")
+    a: Loader[int, Any] = Loader(lambda keys: [cyclic for _ in keys], name="a")
 
     def interrupted(keys: list[int]) -> list[int]:
         raise KeyboardInterrupt
@@ -371,7 +371,12 @@ def test_a_synchronous_load_inside_a_task_flushes_the_round_with_its_absorbed_ta
 
     def scenario() -> Any:
         calls: list[list[int]] = []
-        loader = Loader(lambda keys: calls.append(list(keys)) or [f"v{k}" for k in keys])
+
+        def fetch(keys: list[int]) -> list[str]:
+            calls.append(list(keys))
+            return values(keys)
+
+        loader = Loader(fetch)
 
         @asynq()
         def sync_inside() -> Generator[Any, Any, Any]:
@@ -394,7 +399,12 @@ def test_a_nested_run_that_yields_the_outer_rounds_items() -> None:
 
     def scenario() -> Any:
         calls: list[list[int]] = []
-        loader = Loader(lambda keys: calls.append(list(keys)) or [f"v{k}" for k in keys])
+
+        def fetch(keys: list[int]) -> list[str]:
+            calls.append(list(keys))
+            return values(keys)
+
+        loader = Loader(fetch)
 
         @asynq()
         def pop_one(box: list[Any]) -> Generator[Any, Any, Any]:
@@ -543,13 +553,13 @@ def test_equal_keys_of_every_kind_are_fetched_once(keys: list[Any]) -> None:
 @pytest.mark.parametrize("max_batch_size", [None, 3])
 def test_every_fetch_result_reaches_every_task_alike(result: Any, max_batch_size: Any) -> None:
     def scenario() -> Any:
-        loader = Loader(result, max_batch_size=max_batch_size)
+        loader: Loader[int, Any] = Loader(result, max_batch_size=max_batch_size)
 
         @asynq()
         def guarded(key: int) -> Generator[Any, Any, Any]:
             try:
                 return (yield loader.load.asynq(key))
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 return (type(e).__name__, re.sub("0x[0-9a-f]+", "0x?", str(e)))
 
         @asynq()
@@ -628,7 +638,14 @@ def test_a_fetch_that_looks_at_the_waiting_tasks(
 
         return root(), seen, calls
 
-    both_ways(scenario)
+    outcome = both_ways(scenario)
+    assert outcome[0] == "returned"
+    got, seen, _ = outcome[1]
+    # Each task got its own key's value, or the failure of the fetch that had its key.
+    assert all(g in (f"v{k}", "second chunk") for k, g in enumerate(got))
+    if not fail_second_chunk:
+        assert got == [f"v{k}" for k in range(5)]
+    assert seen or (look == "load" and fail_second_chunk)  # (the nested fetch failed)
 
 
 # -- errors: tracebacks and context -------------------------------------------------------------
@@ -727,13 +744,14 @@ def test_a_runs_absorbed_tasks_and_items_are_freed_without_the_collector() -> No
 
     @asynq()
     def two(i: int) -> Generator[Any, Any, str]:
-        first = yield loader.load.asynq(i)
-        second = yield loader.load.asynq(i + 1000)
+        first: str = yield loader.load.asynq(i)
+        second: str = yield loader.load.asynq(i + 1000)
         return first + second
 
     @asynq()
     def parent() -> Generator[Any, Any, list[str]]:
-        return (yield [two.asynq(i) for i in range(50)])
+        got: list[str] = yield [two.asynq(i) for i in range(50)]
+        return got
 
     @asynq()
     def interrupted() -> Generator[Any, Any, Any]:

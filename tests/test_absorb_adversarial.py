@@ -788,3 +788,83 @@ def test_a_runs_absorbed_tasks_and_items_are_freed_without_the_collector() -> No
             gc.enable()
     # An abort may leave cycles (it does without the absorption too): no more with it.
     assert len(left_after_abort) <= len(left_without)
+
+
+# -- None, the commonest value ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["list", "mapping", "one at a time"])
+def test_a_task_delivered_none_goes_on_waiting_normally(mode: str, shape: str) -> None:
+    """A loader answers None for a missing row; the absorbed task that gets it then waits on a
+    task, a list and another key: each wait must resume it (a delivered None must not leave the
+    task marked as delivered, which the next wake-up would count down instead of resuming it)."""
+
+    def fetch(keys: list[int]) -> Any:
+        if shape == "mapping":
+            return {k: None for k in keys}
+        if shape == "one at a time":
+            return collections.deque(None for _ in keys)
+        return [None for _ in keys]
+
+    loader = Loader(fetch)
+
+    @asynq()
+    def plain(k: int) -> Generator[Any, Any, int]:
+        return k
+        yield
+
+    @asynq()
+    def after_none(k: int) -> Generator[Any, Any, Any]:
+        missing = yield loader.load.asynq(k)
+        a = yield plain.asynq(k)
+        b = yield [plain.asynq(k + 1), plain.asynq(k + 2)]
+        c = yield loader.load.asynq(k + 100)
+        d = yield plain.asynq(k + 3)
+        return missing, a, b, c, d
+
+    @asynq()
+    def root() -> Generator[Any, Any, Any]:
+        return (yield [after_none.asynq(k) for k in range(4)])
+
+    assert root() == [(None, k, [k + 1, k + 2], None, k + 3) for k in range(4)]
+
+
+def test_a_none_delivered_before_the_fetch_fails_midway_stays_none() -> None:
+    """A mapping that answers None for the first keys, then raises: the keys settled before the
+    failure keep their None (as items do), the others get the error."""
+
+    class NoneThenFail(collections.abc.Mapping[int, Any]):
+        def __init__(self, keys: list[int]) -> None:
+            self.keys_ = keys
+
+        def __getitem__(self, key: int) -> Any:
+            if key >= 3:
+                raise ConnectionResetError(f"lost at {key}")
+            return None
+
+        def __iter__(self) -> Iterator[int]:
+            return iter(self.keys_)
+
+        def __len__(self) -> int:
+            return len(self.keys_)
+
+    def scenario() -> Any:
+        loader: Loader[int, Any] = Loader(NoneThenFail)
+
+        @asynq()
+        def guarded(key: int) -> Generator[Any, Any, Any]:
+            try:
+                return (yield loader.load.asynq(key))
+            except ConnectionResetError as e:
+                return str(e)
+
+        @asynq()
+        def root() -> Generator[Any, Any, Any]:
+            return (yield [guarded.asynq(k) for k in range(6)])
+
+        return root()
+
+    assert both_ways(scenario) == (
+        "returned",
+        [None, None, None, "lost at 3", "lost at 3", "lost at 3"],
+    )

@@ -801,12 +801,12 @@ def test_a_task_delivered_none_goes_on_waiting_normally(mode: str, shape: str) -
 
     def fetch(keys: list[int]) -> Any:
         if shape == "mapping":
-            return {k: None for k in keys}
+            return dict.fromkeys(keys)
         if shape == "one at a time":
             return collections.deque(None for _ in keys)
         return [None for _ in keys]
 
-    loader = Loader(fetch)
+    loader: Loader[int, Any] = Loader(fetch)
 
     @asynq()
     def plain(k: int) -> Generator[Any, Any, int]:
@@ -868,3 +868,77 @@ def test_a_none_delivered_before_the_fetch_fails_midway_stays_none() -> None:
         "returned",
         [None, None, None, "lost at 3", "lost at 3", "lost at 3"],
     )
+
+
+# -- interrupted and cancelled batches -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["first chunk", "second chunk"])
+def test_an_interrupt_in_a_chunk_closes_delivered_and_absorbed_tasks_alike(where: str) -> None:
+    """``max_batch_size=2``: the first chunk delivers its keys, the second one's fetch is
+    interrupted; every task is closed and the batch cancelled, as without the absorption."""
+
+    def scenario() -> Any:
+        closed: list[int] = []
+        calls: list[list[int]] = []
+
+        def fetch(keys: list[int]) -> list[str]:
+            calls.append(list(keys))
+            if len(calls) == (1 if where == "first chunk" else 2):
+                raise KeyboardInterrupt
+            return values(keys)
+
+        loader = Loader(fetch, max_batch_size=2)
+
+        @asynq()
+        def waiter(key: int) -> Generator[Any, Any, Any]:
+            try:
+                return (yield loader.load.asynq(key))
+            finally:
+                closed.append(key)
+
+        @asynq()
+        def root() -> Generator[Any, Any, Any]:
+            return (yield [waiter.asynq(k) for k in range(5)])
+
+        try:
+            root()
+        except KeyboardInterrupt:
+            pass
+        # Nothing left pending: a later run of the same loader in this thread starts clean.
+        again = root()
+        return sorted(closed), calls, again
+
+    assert both_ways(scenario)[1][2] == [f"v{k}" for k in range(5)]
+
+
+def test_a_task_that_cancels_the_rounds_batch_fails_its_absorbed_waiters() -> None:
+    def scenario() -> Any:
+        calls: list[list[int]] = []
+
+        def fetch(keys: list[int]) -> list[str]:
+            calls.append(list(keys))
+            return values(keys)
+
+        loader = Loader(fetch)
+
+        @asynq()
+        def guarded(key: int) -> Generator[Any, Any, Any]:
+            try:
+                return (yield loader.load.asynq(key))
+            except batchq.BatchCancelledError as e:
+                return str(e)
+
+        @asynq()
+        def canceller() -> Generator[Any, Any, Any]:
+            yield None  # once the others wait
+            loader.load.asynq(0).batch.cancel()
+            return (yield loader.load.asynq(1))
+
+        @asynq()
+        def root() -> Generator[Any, Any, Any]:
+            return (yield [guarded.asynq(k) for k in range(4)] + [canceller.asynq()])
+
+        return root(), calls
+
+    both_ways(scenario)

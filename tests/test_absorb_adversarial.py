@@ -942,3 +942,57 @@ def test_a_task_that_cancels_the_rounds_batch_fails_its_absorbed_waiters() -> No
         return root(), calls
 
     both_ways(scenario)
+
+
+@pytest.mark.parametrize("context", ["pause fails", "non-async", "resume fails at once"])
+def test_a_context_failing_while_its_task_is_absorbed(context: str) -> None:
+    """The task is absorbed, then switched out: its context's pause fails (or it is a
+    NonAsyncContext, which refuses the wait). It gets the error at its yield, its key is still
+    fetched, and the other tasks get their values."""
+
+    def scenario() -> Any:
+        calls: list[list[int]] = []
+
+        def fetch(keys: list[int]) -> list[str]:
+            calls.append(list(keys))
+            return values(keys)
+
+        loader: Loader[int, Any] = Loader(fetch)
+
+        class Fragile(AsyncContext):
+            resumes = 0
+
+            def resume(self) -> None:
+                self.resumes += 1
+                if context == "resume fails at once" and self.resumes == 2:
+                    raise ValueError("cannot resume")
+
+            def pause(self) -> None:
+                if context == "pause fails":
+                    raise ValueError("cannot pause")
+
+        @asynq()
+        def inside(key: int) -> Generator[Any, Any, Any]:
+            try:
+                if context == "non-async":
+                    with batchq.NonAsyncContext():
+                        return (yield loader.load.asynq(key))
+                with Fragile():
+                    got = yield loader.load.asynq(key)
+                    # A second wait: for "resume fails at once", the switch back fails here.
+                    return got, (yield plain.asynq(key))
+            except (ValueError, AssertionError) as e:
+                return type(e).__name__
+
+        @asynq()
+        def plain(k: int) -> Generator[Any, Any, int]:
+            yield None
+            return k
+
+        @asynq()
+        def root() -> Generator[Any, Any, Any]:
+            return (yield [child.asynq(loader, 1), inside.asynq(2), child.asynq(loader, 3)])
+
+        return root(), calls
+
+    both_ways(scenario)

@@ -110,7 +110,24 @@ _MULTI: Final[Any] = object()  # _drive's marker for "the task yielded a list/tu
 def _calibrate_held() -> int:
     """What ``sys.getrefcount`` reads for an object held by one dict and one local variable,
     the state of an item that only its batch and ``_drive`` hold (see KeyedBatch): measured,
-    not assumed, because interpreters count the call's own argument differently."""
+    not assumed, because interpreters count the call's own argument differently.
+
+    Measured with this thread's trace and profile functions off: one that reads
+    ``frame.f_locals`` (a debugger, a snooping tool) holds a reference to the local meanwhile
+    (before Python 3.13), and a count one too high would absorb items one other holder keeps.
+    """
+    trace = sys.gettrace()
+    profile = sys.getprofile()
+    sys.settrace(None)
+    sys.setprofile(None)
+    try:
+        return _measure_held()
+    finally:
+        sys.setprofile(profile)
+        sys.settrace(trace)
+
+
+def _measure_held() -> int:
     by_key = {0: object()}
     y = by_key[0]
     return sys.getrefcount(y)

@@ -1101,3 +1101,40 @@ def test_the_calibration_ignores_a_tool_that_reads_frame_locals(hook: str) -> No
         install(old)
     assert measured == _loop._HELD
     assert get() is old
+
+
+def test_an_interrupt_from_a_task_resumed_before_the_delivered_ones_closes_them() -> None:
+    """The round's first key's task resumes first and raises KeyboardInterrupt while the others
+    hold their delivered values, unread: they are closed (``finally`` runs) as waiting tasks."""
+
+    def scenario() -> Any:
+        closed: list[Any] = []
+        loader: Loader[int, Any] = Loader(values)
+
+        @asynq()
+        def boom() -> Generator[Any, Any, None]:
+            yield loader.load.asynq(0)
+            raise KeyboardInterrupt
+
+        @asynq()
+        def waiter(key: int) -> Generator[Any, Any, Any]:
+            try:
+                got = yield loader.load.asynq(key)
+                closed.append(("resumed", key, got))
+                return got
+            finally:
+                closed.append(key)
+
+        @asynq()
+        def root() -> Generator[Any, Any, Any]:
+            return (yield [boom.asynq()] + [waiter.asynq(k) for k in range(1, 5)])
+
+        try:
+            root()
+        except KeyboardInterrupt:
+            closed.append("interrupted")
+        return closed
+
+    outcome = both_ways(scenario)
+    assert outcome[1][-1] == "interrupted"
+    assert sorted(k for k in outcome[1] if isinstance(k, int)) == [1, 2, 3, 4]

@@ -1138,3 +1138,47 @@ def test_an_interrupt_from_a_task_resumed_before_the_delivered_ones_closes_them(
     outcome = both_ways(scenario)
     assert outcome[1][-1] == "interrupted"
     assert sorted(k for k in outcome[1] if isinstance(k, int)) == [1, 2, 3, 4]
+
+
+def test_values_that_look_like_futures_or_nothing_are_delivered_as_values() -> None:
+    """Futures, a task, None, falsy values and empty containers as a key's value: the task gets
+    the object itself, as it gets it from an item."""
+    from batchq._core._futures import ConstFuture, ErrorFuture
+
+    @asynq()
+    def lazy(k: int) -> Generator[Any, Any, int]:
+        return k
+        yield
+
+    def scenario() -> Any:
+        odd: dict[int, Any] = {
+            1: ConstFuture(5),
+            2: ErrorFuture(ValueError("x")),
+            3: None,
+            4: [None],
+            5: (),
+            6: lazy.asynq(6),
+            7: 0,
+            8: False,
+        }
+        loader: Loader[int, Any] = Loader(lambda keys: [odd.get(k, k) for k in keys])
+
+        @asynq()
+        def root() -> Generator[Any, Any, Any]:
+            got = yield [child.asynq(loader, k) for k in range(9)]
+            shown = [
+                "task"
+                if isinstance(g, AsyncTask)
+                else type(g).__name__
+                if hasattr(g, "_value")
+                else g
+                for g in got
+            ]
+            return shown, got[6].value()
+
+        return root()
+
+    assert both_ways(scenario) == (
+        "returned",
+        ([0, "ConstFuture", "ErrorFuture", None, [None], (), "task", 0, False], 6),
+    )

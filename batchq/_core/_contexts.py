@@ -95,7 +95,10 @@ def switch_frames(sched: Scheduler, old: ContextFrame | None, new: ContextFrame 
         if blocked_on(task):
             interrupt(task, error)
         else:
+            # Runnable: the error replaces what it would have resumed with, a value its keyed
+            # batch delivered included (``_npending`` below zero: see KeyedBatch).
             task._dep = ErrorFuture(error)
+            task._npending = 0
 
 
 def enter_context(context: AsyncContext | NonAsyncContext) -> AsyncTask[Any] | None:

@@ -6,6 +6,7 @@ stuck, interrupted or cancelled, and for introspection.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from ._futures import NOT_COMPUTED, ErrorFuture, FutureBase
@@ -104,6 +105,15 @@ def find_stuck(root: FutureBase[Any]) -> tuple[AsyncTask[Any], FutureBase[Any]] 
     return None
 
 
+def waited_on(task: AsyncTask[Any]) -> Iterator[FutureBase[Any]]:
+    """The futures ``task``'s ``_dep`` holds, computed or not, without giving absorbed keys
+    their items back: none when ``_dep`` is not what it waits on (below zero, ``_npending``
+    says it is the keyed batch holding it, or a value or error delivered: see KeyedBatch)."""
+    if task._npending < 0:
+        return iter(())
+    return leaves(task._dep)
+
+
 def reachable_tasks(
     roots: list[FutureBase[Any]], ready: list[AsyncTask[Any]]
 ) -> list[AsyncTask[Any]]:
@@ -117,7 +127,7 @@ def reachable_tasks(
             continue
         seen.add(id(f))
         out.append(f)
-        stack.extend(leaves(f._dep))
+        stack.extend(waited_on(f))
     return out
 
 
@@ -140,7 +150,7 @@ def needed_elsewhere(tasks: list[AsyncTask[Any]], live_roots: list[FutureBase[An
         kept.add(id(t))
         stack.extend(
             c
-            for c in leaves(t._dep)
+            for c in waited_on(t)
             if isinstance(c, AsyncTask) and id(c) in ids and id(c) not in kept
         )
     return kept

@@ -110,7 +110,24 @@ _MULTI: Final[Any] = object()  # _drive's marker for "the task yielded a list/tu
 def _calibrate_held() -> int:
     """What ``sys.getrefcount`` reads for an object held by one dict and one local variable,
     the state of an item that only its batch and ``_drive`` hold (see KeyedBatch): measured,
-    not assumed, because interpreters count the call's own argument differently."""
+    not assumed, because interpreters count the call's own argument differently.
+
+    Measured with this thread's trace and profile functions off: one that reads
+    ``frame.f_locals`` (a debugger, a snooping tool) holds a reference to the local meanwhile
+    (before Python 3.13), and a count one too high would absorb items one other holder keeps.
+    """
+    trace = sys.gettrace()
+    profile = sys.getprofile()
+    sys.settrace(None)
+    sys.setprofile(None)
+    try:
+        return _measure_held()
+    finally:
+        sys.setprofile(profile)
+        sys.settrace(trace)
+
+
+def _measure_held() -> int:
     by_key = {0: object()}
     y = by_key[0]
     return sys.getrefcount(y)
@@ -415,19 +432,21 @@ class Scheduler:
                             h.task_started(task)
                     # The value the generator gets back for what it yielded.
                     dep = task._dep
-                    if dep is None:
-                        value = None
-                        err: BaseException | None = None
-                    elif task._npending:
-                        # Its keyed batch gave it the value itself (absorbed: see KeyedBatch).
+                    if task._npending:
+                        # Its keyed batch gave it the value itself (absorbed: see KeyedBatch),
+                        # None included: read before ``dep is None``, which would leave the mark
+                        # and make the next wake-up count down instead of resuming it.
                         task._dep = None
                         if task._npending == delivered:
                             value = dep
-                            err = None
+                            err: BaseException | None = None
                         else:
                             value = None
                             err = dep
                         task._npending = 0
+                    elif dep is None:
+                        value = None
+                        err = None
                     else:
                         task._dep = None
                         try:

@@ -89,10 +89,12 @@ class LoaderBatch(KeyedBatch, Generic[K, V]):
             first = None
         try:
             if first is not None:
-                # One key, the round of a deep chain: Loader._fetch_chunk's work inlined (keep in
+                # One key, the round of a deep chain: _fetch_chunks' work inlined (keep in
                 # sync), a call and a zip() less; the zip costs more than the rest of the loop.
                 keys = [first.key]
                 result: Any = loader.fetch(keys)
+                if self._value is not NOT_COMPUTED:
+                    return ()  # flushed by its own fetch (see _fetch_chunks)
                 rtype = type(result)
                 if (rtype is list or rtype is tuple) and len(result) == 1:
                     value = result[0]
@@ -103,9 +105,14 @@ class LoaderBatch(KeyedBatch, Generic[K, V]):
                         first._value = value
                 else:
                     loader._settle_chunk(result, keys, [first])
-            else:
-                self._fetch_chunks(many)
+            elif not self._fetch_chunks(many):
+                return ()
         except Exception as error:
+            if self._value is not NOT_COMPUTED:
+                # Flushed by its own fetch, which then raised: every waiter has its value from
+                # that flush; the error stays on the batch (its repr, instruments).
+                self._error = error
+                return ()
             self._value = None
             self._error = error
             self._fail_items(error)
@@ -124,25 +131,34 @@ class LoaderBatch(KeyedBatch, Generic[K, V]):
             del active[self.loader]
 
     def _check_settled(self) -> None:
-        """Nothing to check: _fetch_chunk settles every item of its chunk or raises."""
+        """Nothing to check: _fetch_chunks settles every entry of each chunk or raises."""
         self.by_key = {}
         self.first = None
 
     def _flush(self) -> None:
         self._fetch_chunks(self.items)
 
-    def _fetch_chunks(self, entries: list[Any]) -> None:
+    def _fetch_chunks(self, entries: list[Any]) -> bool:
         """Fetch every key of ``by_key`` (``entries`` are its values, in order: items, or tasks
-        absorbed in their place) in chunks of at most ``max_batch_size`` keys."""
+        absorbed in their place) in chunks of at most ``max_batch_size`` keys, and settle them.
+
+        False, with nothing more settled, if a fetch flushed this batch itself meanwhile (it
+        called ``item.batch.flush()``, asynq style): that flush settled the keys and woke their
+        waiters, and this one must not give them a second value nor wake them twice.
+        """
         loader = self.loader
         size = loader.max_batch_size
         keys = [*self.by_key]
-        if size is None or size >= len(entries):
-            loader._fetch_chunk(keys, entries)
-            return
-        for start in range(0, len(entries), size):
-            end = start + size
-            loader._fetch_chunk(keys[start:end], entries[start:end])
+        n = len(entries)
+        step = size if size is not None and size < n else max(n, 1)
+        for start in range(0, n, step):
+            end = start + step
+            chunk = keys[start:end]
+            result = loader.fetch(chunk)
+            if self._value is not NOT_COMPUTED:
+                return False
+            loader._settle_chunk(result, chunk, entries[start:end])
+        return True
 
 
 class Loader(Generic[K, V]):
@@ -228,10 +244,6 @@ class Loader(Generic[K, V]):
             f"{type(key).__name__}; keys must be hashable (use a tuple instead of a list)"
         )
 
-    def _fetch_chunk(self, keys: list[K], items: list[Any]) -> None:
-        """Fetch ``keys`` (those of ``items``, in order) and settle every entry, or raise."""
-        self._settle_chunk(self.fetch(keys), keys, items)
-
     def _settle_chunk(self, result: Any, keys: list[K], items: list[Any]) -> None:
         """Settle every entry of ``items`` (an item, or the task absorbed in its place) from what
         the fetch of ``keys`` returned, or raise."""
@@ -252,7 +264,8 @@ class Loader(Generic[K, V]):
                     item._value = value
                 elif item._gen is not None:
                     item._dep = value
-                    item._npending = delivered
+                    # None: resumed as a plain task is (KeyedBatch's delivered None).
+                    item._npending = delivered if value is not None else 0
             return
         if isinstance(result, Mapping):
             missing: list[tuple[K, Any]] = []
@@ -307,7 +320,11 @@ def _settle(entry: Any, value: Any) -> None:
             entry._value = value
     elif entry._gen is not None:  # a task; finished meanwhile (closed): nothing to give it
         entry._dep = value
-        entry._npending = DELIVERED_ERROR if isinstance(value, BaseException) else DELIVERED_VALUE
+        if isinstance(value, BaseException):
+            entry._npending = DELIVERED_ERROR
+        else:
+            # None: resumed as a plain task is (KeyedBatch's delivered None).
+            entry._npending = DELIVERED_VALUE if value is not None else 0
 
 
 class LoadFunction(Generic[K, V]):

@@ -266,10 +266,6 @@ def test_an_interrupt_after_a_delivery_does_not_close_tasks_found_in_the_value(m
     assert got == [10, 20]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug (review6): the outer flush settles and pushes the absorbed tasks again",
-)
 def test_a_flush_that_flushes_its_own_batch_again_wakes_each_task_once() -> None:
     """A fetch that flushes its own batch again (``item.batch.flush()``, asynq style, on an item
     of the round being fetched): the inner flush wakes the waiters, items and absorbed tasks

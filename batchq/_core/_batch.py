@@ -202,7 +202,10 @@ class KeyedBatch(BatchBase):
     place and lets the item go (``_drive``): a pending key then costs no object of its own. The
     task's ``_dep`` is this batch and its ``_npending`` is ``ABSORBED``. The flush gives such a
     task its value directly (``_dep`` = the value or the error, ``_npending`` =
-    ``DELIVERED_VALUE``/``DELIVERED_ERROR``) and lists the task among the items it returns (in
+    ``DELIVERED_VALUE``/``DELIVERED_ERROR``; a None value leaves ``_dep`` None and
+    ``_npending`` 0, which the drive loop reads as any plain resumption, so that its hot
+    path checks ``_npending`` only when ``_dep`` is set) and lists the task among the items it
+    returns (in
     an :class:`EntryList`); the scheduler's wake-up makes it runnable and ``_drive`` sends it
     that value.
 
@@ -265,6 +268,8 @@ class KeyedBatch(BatchBase):
         elif n == DELIVERED_ERROR:
             item._value = None
             item._error = task._dep
+        else:
+            item._value = None  # delivered None: 0, and _dep None (see the class docstring)
         task._dep = item
         task._npending = 0
         return item

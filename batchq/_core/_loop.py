@@ -432,21 +432,20 @@ class Scheduler:
                             h.task_started(task)
                     # The value the generator gets back for what it yielded.
                     dep = task._dep
-                    if task._npending:
-                        # Its keyed batch gave it the value itself (absorbed: see KeyedBatch),
-                        # None included: read before ``dep is None``, which would leave the mark
-                        # and make the next wake-up count down instead of resuming it.
+                    if dep is None:
+                        value = None
+                        err: BaseException | None = None
+                    elif task._npending:
+                        # Its keyed batch gave it the value itself (absorbed: see KeyedBatch).
+                        # A None is delivered as a plain resumption (the branch above).
                         task._dep = None
                         if task._npending == delivered:
                             value = dep
-                            err: BaseException | None = None
+                            err = None
                         else:
                             value = None
                             err = dep
                         task._npending = 0
-                    elif dep is None:
-                        value = None
-                        err = None
                     else:
                         task._dep = None
                         try:

@@ -187,8 +187,10 @@ def test_debug_views_see_the_item_an_absorbed_task_waits_on() -> None:
         # The task of key 2 is absorbed by now.
         task = tasks[0]
         npending = task._npending
+        shown, blocked = repr(task), task.is_blocked()
+        still_absorbed = task._npending == ABSORBED  # repr and is_blocked only read
         found = blocked_on(task)
-        views.append((npending, repr(task), task.is_blocked(), found, repr(found[0])))
+        views.append((npending, shown, blocked, still_absorbed, found, repr(found[0])))
 
     @asynq()
     def root() -> Generator[Any, Any, Any]:
@@ -198,8 +200,9 @@ def test_debug_views_see_the_item_an_absorbed_task_waits_on() -> None:
         return (yield [first.asynq(), t, look.asynq()])
 
     assert root() == ["v100", "v2", None]
-    [(npending, shown, blocked, found, item_shown)] = views
+    [(npending, shown, blocked, still_absorbed, found, item_shown)] = views
     assert npending == ABSORBED
+    assert still_absorbed
     assert "blocked on 1" in shown
     assert blocked is True
     assert [type(f) for f in found] == [KeyedItem]

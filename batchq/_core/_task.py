@@ -111,6 +111,12 @@ class AsyncTask(FutureBase[T_co]):
 
     def is_blocked(self) -> bool:
         """Waiting on something not yet computed (a slow check: for debugging and tests)."""
+        if self._npending == ABSORBED and self._gen is not None:
+            # Held by its keyed batch in its item's place: blocked on that key. Answered without
+            # blocked_on(), which gives the batch's keys their items back: a repr or a check
+            # from another thread (a log line on the event loop while a worker thread flushes)
+            # must only read.
+            return True
         return bool(blocked_on(self))
 
     def can_continue(self) -> bool:
@@ -125,6 +131,8 @@ class AsyncTask(FutureBase[T_co]):
             state = "error" if self._error is not None else "done"
         elif self._sched is None:
             state = "not started"
+        elif self._npending == ABSORBED and self._gen is not None:
+            state = "blocked on 1"  # its key (see is_blocked)
         elif self.is_blocked():
             state = f"blocked on {len(blocked_on(self))}"
         else:

@@ -181,3 +181,96 @@ def test_items_given_back_during_a_fetch_are_settled_and_woken(
     got, items, _ = both_ways(scenario)[1]
     assert got == [f"v{k}" for k in range(6)]
     assert items == [(k, f"v{k}") for k in range(6)]
+
+
+# -- repr() and is_blocked() from another thread ---------------------------------------------------
+
+
+@pytest.mark.parametrize("look", ["repr", "is_blocked"])
+def test_a_look_from_another_thread_never_gives_keys_their_items_back(
+    monkeypatch: pytest.MonkeyPatch, look: str
+) -> None:
+    """Another thread (a log line on the event loop while a worker thread flushes) looks at a
+    task waiting on a task, which finishes meanwhile: the looked-at task resumes and is absorbed
+    before the look ends. The look must still only read: giving the batch's keys their items
+    back from that thread would edit ``by_key`` under the scheduler's feet.
+
+    The interleaving is forced: the watcher pauses where the look reads what the task waits on
+    (``blocked_on`` or ``leaves``), until the scheduler's thread has absorbed the task."""
+    loader: Loader[int, str] = Loader(lambda keys: [f"v{k}" for k in keys])
+    at_look = threading.Event()
+    absorbed = threading.Event()
+    foreign: list[str] = []
+    looks: list[Any] = []
+    target: list[AsyncTask[Any]] = []
+    unabsorb = KeyedBatch._unabsorb
+
+    def spy_unabsorb(self: KeyedBatch) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            foreign.append(repr(self))
+        unabsorb(self)
+
+    def paused(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any) -> Any:
+            if threading.current_thread() is not threading.main_thread():
+                at_look.set()
+                assert absorbed.wait(5)
+            return fn(*args)
+
+        return wrapper
+
+    monkeypatch.setattr(KeyedBatch, "_unabsorb", spy_unabsorb)
+    monkeypatch.setattr(_task, "blocked_on", paused(_task.blocked_on))
+    monkeypatch.setattr(_task, "leaves", paused(_task.leaves))
+
+    def watch() -> None:
+        t = target[0]
+        looks.append(repr(t) if look == "repr" else t.is_blocked())
+
+    watcher = threading.Thread(target=watch)
+
+    @asynq()
+    def opener() -> Generator[Any, Any, None]:
+        return None
+        yield
+
+    @asynq()
+    def gate(t: AsyncTask[Any]) -> Generator[Any, Any, None]:
+        yield t  # started, not run yet: waits on it
+
+    @asynq()
+    def gated(g: AsyncTask[Any]) -> Generator[Any, Any, Any]:
+        yield g
+        return (yield loader.load.asynq(2))  # absorbed: key 1 is the batch's first of the drive
+
+    @asynq()
+    def start_watcher() -> Generator[Any, Any, None]:
+        watcher.start()  # looks at the target, which waits on the gate
+        assert at_look.wait(5)
+        return None
+        yield
+
+    @asynq()
+    def release_watcher(t: AsyncTask[Any]) -> Generator[Any, Any, int]:
+        state = t._npending  # the opener ran: the gate opened, the target waits on its key
+        absorbed.set()
+        watcher.join(5)
+        return state
+        yield
+
+    @asynq()
+    def root() -> Generator[Any, Any, Any]:
+        o = opener.asynq()
+        g = gate.asynq(o)
+        t = gated.asynq(g)
+        target.append(t)
+        return (
+            yield [child.asynq(loader, 1), g, t, start_watcher.asynq(), o, release_watcher.asynq(t)]
+        )
+
+    got = root()
+    assert got[2] == "v2"
+    assert got[5] == ABSORBED  # the target was absorbed while the watcher looked
+    shown = f"<AsyncTask {target[0].call_str()} "
+    assert looks in ([shown + "runnable>"], [shown + "blocked on 1>"], [False], [True])
+    assert foreign == []

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextvars
 import random
+import re
 import sys
 import threading
 from collections.abc import Callable, Generator
@@ -18,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from test_absorb_adversarial import absorption_off, both_ways
+from test_absorb_adversarial import both_ways
 
 import batchq
 from batchq import AsyncContext, BatchBase, BatchItemBase, Loader, asynq
@@ -274,3 +275,349 @@ def test_a_look_from_another_thread_never_gives_keys_their_items_back(
     shown = f"<AsyncTask {target[0].call_str()} "
     assert looks in ([shown + "runnable>"], [shown + "blocked on 1>"], [False], [True])
     assert foreign == []
+
+
+# -- the drive's keyed shortcut, across batches of other kinds -----------------------------------
+
+
+class KVBatch(BatchBase):
+    """An asynq-style batch (not keyed): a class-level active batch, switched on flush."""
+
+    active: KVBatch | None = None
+    flushed: list[list[str]] = []  # noqa: RUF012 (reset by each scenario)
+
+    def _try_switch_active_batch(self) -> None:
+        if KVBatch.active is self:
+            KVBatch.active = None
+
+    def _flush(self) -> None:
+        KVBatch.flushed.append([item.key for item in self.items])  # type: ignore[attr-defined]
+        for item in self.items:
+            item.set_value(item.key.upper())  # type: ignore[attr-defined]
+
+
+class KVItem(BatchItemBase[str]):
+    def __init__(self, key: str) -> None:
+        if KVBatch.active is None:
+            KVBatch.active = KVBatch()
+        super().__init__(KVBatch.active)
+        self.key = key
+
+
+@pytest.mark.parametrize("pattern", ["LLKKLL", "LKLKLK", "KLLKLL", "LLKLLK"])
+def test_items_of_a_keyed_and_an_asynq_style_batch_interleaved_in_one_drive(pattern: str) -> None:
+    """Tasks yield, in the order of ``pattern``, a loader's key (L) or an asynq-style batch's
+    item (K): the drive's current batch flips between them, and with it whether absorption is
+    checked. Every task gets its own value, in two rounds of each kind."""
+
+    def scenario() -> Any:
+        KVBatch.active = None
+        KVBatch.flushed = []
+        calls: list[list[int]] = []
+
+        def fetch(keys: list[int]) -> list[str]:
+            calls.append(list(keys))
+            return [f"v{k}" for k in keys]
+
+        loader: Loader[int, str] = Loader(fetch)
+
+        @asynq()
+        def two_rounds(kind: str, k: int) -> Generator[Any, Any, Any]:
+            if kind == "L":
+                first = yield loader.load.asynq(k)
+                return first, (yield loader.load.asynq(k + 100))
+            first = yield KVItem(f"k{k}")
+            return first, (yield KVItem(f"k{k + 100}"))
+
+        @asynq()
+        def root() -> Generator[Any, Any, Any]:
+            return (yield [two_rounds.asynq(kind, k) for k, kind in enumerate(pattern)])
+
+        return root(), calls, KVBatch.flushed
+
+    got, calls, flushed = both_ways(scenario)[1]
+    for k, kind in enumerate(pattern):
+        expected = (f"v{k}", f"v{k + 100}") if kind == "L" else (f"K{k}", f"K{k + 100}")
+        assert got[k] == expected
+    assert len(calls) == 2
+    assert len(flushed) == 2
+
+
+def test_a_key_absorbed_then_requested_and_yielded_by_another_task() -> None:
+    """The first task's key is absorbed; a second task asks for the same key and waits on the
+    item it gets (given back by the request); a third asks again in the next drive. One fetch,
+    every task its value, the first one woken through the item."""
+
+    def scenario() -> Any:
+        calls: list[list[int]] = []
+
+        def fetch(keys: list[int]) -> list[str]:
+            calls.append(list(keys))
+            return [f"v{k}" for k in keys]
+
+        loader: Loader[int, str] = Loader(fetch)
+
+        @asynq()
+        def late(k: int) -> Generator[Any, Any, Any]:
+            yield None
+            return (yield loader.load.asynq(k))
+
+        @asynq()
+        def root() -> Generator[Any, Any, Any]:
+            return (
+                yield [
+                    child.asynq(loader, 1),
+                    child.asynq(loader, 2),
+                    child.asynq(loader, 2),
+                    late.asynq(2),
+                    child.asynq(loader, 3),
+                ]
+            )
+
+        return root(), calls
+
+    assert both_ways(scenario) == ("returned", (["v1", "v2", "v2", "v2", "v3"], [[1, 2, 3]]))
+
+
+# -- LoaderBatch.flush() called by user code -----------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["task", "twice", "other loader's fetch", "value"])
+def test_user_code_flushing_a_batch_with_absorbed_tasks(where: str) -> None:
+    """``item.batch.flush()`` (asynq style) from a task of the same round, twice, from the fetch
+    of another loader flushed first, or ``batch.value()``: the absorbed tasks of that batch get
+    their values once, and the round's flush finds the batch flushed."""
+
+    def scenario() -> Any:
+        calls: list[Any] = []
+        holder: dict[str, Any] = {}
+
+        def fetch_a(keys: list[int]) -> list[str]:
+            calls.append(("a", list(keys)))
+            return [f"a{k}" for k in keys]
+
+        def fetch_b(keys: list[int]) -> list[str]:
+            calls.append(("b", list(keys)))
+            if where == "other loader's fetch":
+                holder["item"].batch.flush()
+            return [f"b{k}" for k in keys]
+
+        a: Loader[int, str] = Loader(fetch_a)
+        b: Loader[int, str] = Loader(fetch_b)
+
+        @asynq()
+        def flusher() -> Generator[Any, Any, Any]:
+            yield None  # the others wait first
+            batch = holder["item"].batch
+            errors = []
+            if where in ("task", "twice"):
+                batch.flush()
+            if where == "twice":
+                try:
+                    batch.flush()
+                except batchq.BatchingError as e:
+                    errors.append(type(e).__name__)
+            if where == "value":
+                batch.value()
+            return errors, (yield holder["item"])
+
+        @asynq()
+        def root() -> Generator[Any, Any, Any]:
+            b_first = b.load.asynq(9)  # b's batch is pending before a's: flushed first
+            holder["item"] = a.load.asynq(0)
+            return (
+                yield [
+                    b_first,
+                    child.asynq(a, 1),
+                    child.asynq(a, 2),
+                    child.asynq(a, 3),
+                    flusher.asynq(),
+                ]
+            )
+
+        return root(), calls
+
+    got, calls = both_ways(scenario)[1]
+    assert got[:4] == ["b9", "a1", "a2", "a3"]
+    assert got[4] == (["BatchingError"] if where == "twice" else [], "a0")
+    assert sorted(c for c in calls if c[0] == "a") == [("a", [0, 1, 2, 3])]
+
+
+def test_a_delivered_none_then_a_context_failing_to_resume() -> None:
+    """The key's value is None (delivered as a plain resumption); the task's context fails to
+    resume when it is switched back in: the task gets the context's error at its yield."""
+
+    def scenario() -> Any:
+        loader: Loader[int, Any] = Loader(lambda keys: [None for _ in keys])
+
+        class Fragile(AsyncContext):
+            resumes = 0
+
+            def resume(self) -> None:
+                self.resumes += 1
+                if self.resumes == 2:
+                    raise ValueError("cannot resume")
+
+            def pause(self) -> None:
+                pass
+
+        @asynq()
+        def fragile(key: int) -> Generator[Any, Any, Any]:
+            try:
+                with Fragile():
+                    got = yield loader.load.asynq(key)
+            except ValueError as e:
+                return f"caught: {e}"
+            return f"got {got!r}"
+
+        @asynq()
+        def root() -> Generator[Any, Any, Any]:
+            return (yield [child.asynq(loader, 1), fragile.asynq(2), child.asynq(loader, 3)])
+
+        return root()
+
+    assert both_ways(scenario) == ("returned", [None, "caught: cannot resume", None])
+
+
+# -- threads and asyncio under load ------------------------------------------------------------
+
+
+def test_threads_with_copied_contexts_sharing_a_loader_each_get_their_own_values() -> None:
+    """Eight threads (each a copied context, so each its own scheduler) run rounds of the same
+    loader at once, with a watcher thread reading repr()/is_blocked() of every live task: each
+    run gets its own keys' values, and no fetch mixes threads."""
+    fetched_in: dict[int, set[int]] = collections.defaultdict(set)
+    lock = threading.Lock()
+
+    def fetch(keys: list[tuple[int, int]]) -> list[int]:
+        with lock:
+            fetched_in[threading.get_ident()].update(k[0] for k in keys)
+        return [owner * 1000 + n for owner, n in keys]
+
+    loader: Loader[tuple[int, int], int] = Loader(fetch, max_batch_size=7)
+    live: list[AsyncTask[Any]] = []
+    stop = threading.Event()
+
+    @asynq()
+    def pair(owner: int, n: int) -> Generator[Any, Any, Any]:
+        a = yield loader.load.asynq((owner, n))
+        b = yield loader.load.asynq((owner, n + 500))
+        return a + b
+
+    @asynq()
+    def root(owner: int) -> Generator[Any, Any, Any]:
+        tasks = [pair.asynq(owner, n) for n in range(40)]
+        live.extend(tasks)
+        return (yield tasks)
+
+    seen_absorbed = [0]
+    odd: list[str] = []
+    state = re.compile(r" (not started|runnable|blocked on [0-9]+|done|error)>$")
+
+    def watch() -> None:
+        while not stop.is_set():
+            for t in list(live[-200:]):
+                shown = repr(t)
+                t.is_blocked()
+                if t._npending == ABSORBED:
+                    seen_absorbed[0] += 1
+                if not state.search(shown):
+                    odd.append(shown)
+
+    def work(owner: int) -> bool:
+        rng = random.Random(owner)
+        for _ in range(30):
+            got = root(owner)
+            want = [owner * 2000 + 2 * n + 500 for n in range(40)]
+            if got != want:
+                return False
+            if rng.random() < 0.3:
+                del live[:]
+        return True
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda o: contextvars.copy_context().run(work, o), range(8)))
+    finally:
+        sys.setswitchinterval(old)
+        stop.set()
+        watcher.join()
+    assert results == [True] * 8
+    assert all(len(owners) == 1 for owners in fetched_in.values())
+    assert seen_absorbed[0] > 0  # the watcher did look at absorbed tasks
+    assert odd == []
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_asyncio_callers_cancelled_at_random_under_load(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Forty asyncio callers share rounds of one loader (absorbed keys, chunks of 5, None values
+    among them); a random third are cancelled at random moments. Every caller not cancelled gets
+    its own values, and every task closed or finished ran its ``finally``."""
+    from aio_support import run
+
+    rng = random.Random(seed)
+    finished: list[int] = []
+
+    def fetch(keys: list[int]) -> list[Any]:
+        return [None if k % 7 == 0 else k * 3 for k in keys]
+
+    loader: Loader[int, Any] = Loader(fetch, max_batch_size=5)
+    delivered = [0]  # tasks given their values in their keys' places
+    settle = Loader._settle_chunk
+
+    def counting_settle(self: Any, result: Any, keys: Any, items: list[Any]) -> None:
+        delivered[0] += sum(1 for i in items if isinstance(i, AsyncTask))
+        settle(self, result, keys, items)
+
+    monkeypatch.setattr(Loader, "_settle_chunk", counting_settle)
+
+    @asynq()
+    def get(k: int) -> Generator[Any, Any, Any]:
+        try:
+            first = yield loader.load.asynq(k)
+            second = yield loader.load.asynq(k + 10_000)
+            return first, second
+        finally:
+            finished.append(k)
+
+    @asynq()
+    def fan(base: int) -> Generator[Any, Any, Any]:
+        return (yield [get.asynq(base * 100 + i) for i in range(6)])
+
+    def want(base: int) -> list[Any]:
+        ks = [base * 100 + i for i in range(6)]
+        return [
+            (None if k % 7 == 0 else k * 3, (k + 10_000) * 3 if (k + 10_000) % 7 else None)
+            for k in ks
+        ]
+
+    async def main() -> list[Any]:
+        calls = [asyncio.ensure_future(fan.asyncio(b)) for b in range(40)]
+        doomed = rng.sample(range(40), 13)
+        for b in doomed:
+            for _ in range(rng.randrange(6)):
+                await asyncio.sleep(0)
+            calls[b].cancel()
+        out: list[Any] = []
+        for c in calls:
+            try:
+                out.append(await c)
+            except asyncio.CancelledError:
+                out.append("cancelled")
+        return out
+
+    got = run(main)
+    for b, g in enumerate(got):
+        assert g == "cancelled" or g == want(b), (b, g)
+    assert delivered[0] > 0
+    # Every task ran its finally once: the callers not cancelled' all of them.
+    assert len(finished) == len(set(finished))
+    for b, g in enumerate(got):
+        if g != "cancelled":
+            assert {b * 100 + i for i in range(6)} <= set(finished)

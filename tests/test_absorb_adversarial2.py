@@ -14,7 +14,7 @@ import random
 import re
 import sys
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -180,6 +180,58 @@ def test_items_given_back_during_a_fetch_are_settled_and_woken(
         return got, [(i.key, i.value() if i.is_computed() else "pending") for i in kept], calls
 
     got, items, _ = both_ways(scenario)[1]
+    assert got == [f"v{k}" for k in range(6)]
+    assert items == [(k, f"v{k}") for k in range(6)]
+
+
+class LookingMapping(collections.abc.Mapping[Any, str]):
+    """A fetch result whose ``__getitem__`` calls ``look()`` once, the first time it is read."""
+
+    def __init__(self, keys: list[Any], look: Callable[[], None] | None) -> None:
+        self.keys_ = keys
+        self.look = look
+
+    def __getitem__(self, key: Any) -> str:
+        look, self.look = self.look, None
+        if look is not None:
+            look()
+        return f"v{key}"
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.keys_)
+
+    def __len__(self) -> int:
+        return len(self.keys_)
+
+
+@pytest.mark.parametrize(("max_batch_size", "look_at"), [(None, 1), (2, 1), (2, 2), (2, 3)])
+def test_items_given_back_while_a_chunk_is_settled_are_settled_and_woken(
+    max_batch_size: int | None, look_at: int
+) -> None:
+    """As above, from the fetch result's own code: a mapping whose first read gives every key
+    its item back, in the middle of settling a chunk. The keys of that chunk not settled yet
+    must be settled through their items, and each task woken once."""
+
+    def scenario() -> Any:
+        kept: list[Any] = []
+        holder: dict[str, Any] = {}
+        calls: list[list[Any]] = []
+
+        def fetch(keys: list[Any]) -> LookingMapping:
+            calls.append(list(keys))
+            look = None
+            if len(calls) == look_at:
+
+                def look() -> None:
+                    kept.extend(holder["item"].batch.items)
+
+            return LookingMapping(keys, look)
+
+        loader: Loader[int, str] = Loader(fetch, max_batch_size=max_batch_size)
+        got = keeper_and_children(loader, holder, range(1, 6)).value()
+        return got, [(i.key, i.value() if i.is_computed() else "pending") for i in kept]
+
+    got, items = both_ways(scenario)[1]
     assert got == [f"v{k}" for k in range(6)]
     assert items == [(k, f"v{k}") for k in range(6)]
 

@@ -19,7 +19,7 @@ from ._core._futures import NOT_COMPUTED
 from ._core._graph import wake
 from ._core._loop import get_scheduler, run_sync
 from ._core._runtime import scheduler_var
-from ._core._task import DELIVERED_ERROR, DELIVERED_VALUE, AsyncTask
+from ._core._task import ABSORBED, DELIVERED_ERROR, DELIVERED_VALUE, AsyncTask
 
 __all__ = ["Loader", "LoaderItem", "LoaderBatch"]
 
@@ -338,6 +338,13 @@ def _settle(entry: Any, value: Any) -> None:
         else:
             entry._value = value
     elif entry._gen is not None:  # a task; finished meanwhile (closed): nothing to give it
+        if entry._npending != ABSORBED:
+            # Given its item back while this chunk was being settled (the result's own code,
+            # a mapping's __getitem__, looked at the batch's items): the item gets the value.
+            item = entry._dep
+            if type(item) is LoaderItem:
+                _settle(item, value)
+            return
         entry._dep = value
         if isinstance(value, BaseException):
             entry._npending = DELIVERED_ERROR

@@ -95,8 +95,9 @@ def keeper_and_children(
 
 @pytest.mark.parametrize("flush_at", [2, 3])
 @pytest.mark.parametrize("value", ["strings", "None", "errors"])
+@pytest.mark.parametrize("then_raise", [False, True])
 def test_a_fetch_that_flushes_its_own_batch_at_a_later_chunk_wakes_keys_settled_before(
-    flush_at: int, value: str
+    flush_at: int, value: str, then_raise: bool
 ) -> None:
     """``max_batch_size=2``: chunk 1 delivers its keys' values to their absorbed tasks; the fetch
     of a later chunk calls ``item.batch.flush()`` (asynq style). That flush gives every key its
@@ -112,11 +113,16 @@ def test_a_fetch_that_flushes_its_own_batch_at_a_later_chunk_wakes_keys_settled_
         def hook(n: int, keys: list[Any], item: Any) -> None:
             if n == flush_at:
                 item.batch.flush()
+                if then_raise:
+                    raise ConnectionError("after the flush")
 
         loader, calls, holder = absorbing_loader(hook, max_batch_size=2, value=values[value])
-        return keeper_and_children(loader, holder, range(1, 6)).value(), calls
+        got = keeper_and_children(loader, holder, range(1, 6)).value()
+        return got, calls, repr(holder["item"].batch)
 
-    got, calls = both_ways(scenario)[1]
+    got, calls, batch_repr = both_ways(scenario)[1]
+    # The error of a fetch that flushed its own batch stays on the batch: the keys have values.
+    assert ("failed" in batch_repr) == then_raise
     expected = {"strings": [f"v{k}" for k in range(6)], "None": [None] * 6, "errors": None}
     assert got == (expected[value] or ["KeyError"] * 6)
     assert calls[:flush_at] == [[0, 1], [2, 3], [4, 5]][:flush_at]
@@ -673,3 +679,45 @@ def test_asyncio_callers_cancelled_at_random_under_load(
     for b, g in enumerate(got):
         if g != "cancelled":
             assert {b * 100 + i for i in range(6)} <= set(finished)
+
+
+@pytest.mark.parametrize("key", [2, 7])
+def test_another_loaders_fetch_loads_a_key_of_a_batch_with_absorbed_tasks(key: int) -> None:
+    """Loader b's batch flushes first; its fetch loads, synchronously, a key of loader a's batch
+    of the same round (absorbed: 2; new: 7). That nested run flushes a's batch, absorbed tasks
+    and all; the round then finds it flushed, and every task gets its value once."""
+
+    def scenario() -> Any:
+        calls: list[Any] = []
+        a: Loader[int, str]
+
+        def fetch_a(keys: list[int]) -> list[str]:
+            calls.append(("a", list(keys)))
+            return [f"a{k}" for k in keys]
+
+        def fetch_b(keys: list[int]) -> list[str]:
+            calls.append(("b", list(keys)))
+            inner = a.load(key)
+            return [f"b{k}+{inner}" for k in keys]
+
+        a = Loader(fetch_a)
+        b: Loader[int, str] = Loader(fetch_b)
+        resumed: list[int] = []
+
+        @asynq()
+        def counted(k: int) -> Generator[Any, Any, Any]:
+            got = yield a.load.asynq(k)
+            resumed.append(k)
+            return got
+
+        @asynq()
+        def root() -> Generator[Any, Any, Any]:
+            b_first = b.load.asynq(9)  # b's batch is pending first: flushed first
+            return (yield [b_first, *(counted.asynq(k) for k in range(1, 5))])
+
+        return root(), sorted(resumed), calls
+
+    got, resumed, calls = both_ways(scenario)[1]
+    assert got == [f"b9+a{key}", "a1", "a2", "a3", "a4"]
+    assert resumed == [1, 2, 3, 4]
+    assert calls == [("b", [9]), ("a", [1, 2, 3, 4] + ([7] if key == 7 else []))]

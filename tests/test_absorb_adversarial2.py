@@ -22,6 +22,7 @@ import pytest
 from test_absorb_adversarial import both_ways
 
 import batchq
+import batchq.debug
 from batchq import AsyncContext, BatchBase, BatchItemBase, Loader, asynq
 from batchq._core import _task
 from batchq._core._batch import KeyedBatch
@@ -734,10 +735,12 @@ def random_program(seed: int) -> Callable[[], Any]:
     rng = random.Random(seed)
     sizes = [rng.choice([None, 2, 3]) for _ in range(2)]
     own = [
-        {rng.randrange(1, 4): rng.choice(["flush", "cancel"])} if rng.random() < 0.7 else {}
+        {rng.randrange(1, 4): rng.choice(["flush", "cancel", "look"])} if rng.random() < 0.7 else {}
         for _ in range(2)
     ]
     kinds = ["key", "key", "key", "key", "kept", "kept", "list", "task", "none", "sync", "flush"]
+    kinds += ["kv", "look"]
+    instrumented = rng.random() < 0.3
     plans = [
         [
             (rng.choice(kinds), rng.randrange(2), rng.randrange(12))
@@ -749,14 +752,19 @@ def random_program(seed: int) -> Callable[[], Any]:
     def scenario() -> Any:
         calls: list[Any] = []
         held: list[Any] = []
+        looked: list[int] = []
         loaders: list[Loader[int, Any]] = []
+        KVBatch.active = None
+        KVBatch.flushed = []
 
         def make_fetch(which: int) -> Callable[[list[int]], list[Any]]:
             def fetch(keys: list[int]) -> list[Any]:
                 calls.append((which, list(keys)))
                 action = own[which].get(len([c for c in calls if c[0] == which]))
                 mine = [i for i in held if i.batch.loader is loaders[which]]
-                if action and mine and not mine[-1].batch.is_flushed():
+                if action == "look" and mine:
+                    looked.append(len(mine[-1].batch.items))
+                elif action and mine and not mine[-1].batch.is_flushed():
                     getattr(mine[-1].batch, action)()
                 return [None if k % 5 == 0 else KeyError(k) if k % 7 == 0 else k for k in keys]
 
@@ -788,6 +796,10 @@ def random_program(seed: int) -> Callable[[], Any]:
                         out.append((yield None))
                     elif kind == "sync":
                         out.append(loader.load(k))
+                    elif kind == "kv":
+                        out.append((yield KVItem(f"k{k}")))
+                    elif kind == "look":
+                        out.append(len(held[-1].batch.items) if held else None)
                     else:
                         mine = [i for i in held if i.batch.loader is loader]
                         if mine and not mine[-1].batch.is_flushed():
@@ -801,7 +813,10 @@ def random_program(seed: int) -> Callable[[], Any]:
         def root() -> Generator[Any, Any, Any]:
             return (yield [run_plan.asynq(plan) for plan in plans])
 
-        return root(), calls
+        if instrumented:
+            with batchq.debug.instrument(batchq.debug.TraceRecorder(tasks=True)):
+                return root(), calls, looked, KVBatch.flushed
+        return root(), calls, looked, KVBatch.flushed
 
     return scenario
 

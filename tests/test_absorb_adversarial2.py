@@ -739,7 +739,7 @@ def random_program(seed: int) -> Callable[[], Any]:
         for _ in range(2)
     ]
     kinds = ["key", "key", "key", "key", "kept", "kept", "list", "task", "none", "sync", "flush"]
-    kinds += ["kv", "look"]
+    kinds += ["kv", "look", "context"]
     instrumented = rng.random() < 0.3
     plans = [
         [
@@ -753,7 +753,19 @@ def random_program(seed: int) -> Callable[[], Any]:
         calls: list[Any] = []
         held: list[Any] = []
         looked: list[int] = []
+        switches: list[tuple[str, int]] = []
         loaders: list[Loader[int, Any]] = []
+
+        class Logged(AsyncContext):
+            def __init__(self, k: int) -> None:
+                self.k = k
+
+            def resume(self) -> None:
+                switches.append(("resume", self.k))
+
+            def pause(self) -> None:
+                switches.append(("pause", self.k))
+
         KVBatch.active = None
         KVBatch.flushed = []
 
@@ -798,6 +810,9 @@ def random_program(seed: int) -> Callable[[], Any]:
                         out.append(loader.load(k))
                     elif kind == "kv":
                         out.append((yield KVItem(f"k{k}")))
+                    elif kind == "context":
+                        with Logged(k):
+                            out.append((yield loader.load.asynq(k)))
                     elif kind == "look":
                         out.append(len(held[-1].batch.items) if held else None)
                     else:
@@ -815,8 +830,8 @@ def random_program(seed: int) -> Callable[[], Any]:
 
         if instrumented:
             with batchq.debug.instrument(batchq.debug.TraceRecorder(tasks=True)):
-                return root(), calls, looked, KVBatch.flushed
-        return root(), calls, looked, KVBatch.flushed
+                return root(), calls, looked, KVBatch.flushed, switches
+        return root(), calls, looked, KVBatch.flushed, switches
 
     return scenario
 

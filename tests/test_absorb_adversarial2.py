@@ -851,3 +851,73 @@ def test_random_programs_behave_the_same_with_and_without_absorption() -> None:
         assert outcome[0] == "returned", (seed, outcome)
         assert "DeadlockError" not in repr(outcome), (seed, outcome)
     assert absorbed > 200  # most programs absorbed tasks: they tested something
+
+
+def test_asyncio_fetches_that_flush_or_cancel_their_own_batch_among_cancelled_callers() -> None:
+    """Twenty asyncio callers share rounds (the fetch runs in the driver's worker thread); some
+    fetches flush or cancel their own batch through an item a task keeps; a quarter of the
+    callers are cancelled at random moments. No call hangs or ends in a deadlock, and every
+    caller not cancelled gets, per key, its value, or BatchCancelledError for a cancelled one."""
+    from aio_support import run
+
+    for seed in range(15):
+        rng = random.Random(seed)
+        held: list[Any] = []
+        actions = {n: rng.choice(["flush", "cancel", None]) for n in range(1, 30)}
+        calls: list[list[int]] = []
+
+        def fetch(
+            keys: list[int], held: list[Any] = held, actions: Any = actions, calls: Any = calls
+        ) -> list[Any]:
+            calls.append(list(keys))
+            action = actions.get(len(calls))
+            mine = [i for i in held if not i.batch.is_flushed()]
+            if action and mine:
+                getattr(mine[-1].batch, action)()
+            return [None if k % 7 == 0 else k * 3 for k in keys]
+
+        loader: Loader[int, Any] = Loader(fetch, max_batch_size=rng.choice([None, 3, 5]))
+
+        @asynq()
+        def get(
+            k: int, keep: bool, loader: Loader[int, Any] = loader, held: list[Any] = held
+        ) -> Generator[Any, Any, Any]:
+            try:
+                if keep:
+                    item = loader.load.asynq(k)
+                    held.append(item)
+                    first = yield item
+                else:
+                    first = yield loader.load.asynq(k)
+                return first, (yield loader.load.asynq(k + 10_000))
+            except Exception as e:
+                return type(e).__name__
+
+        @asynq()
+        def fan(base: int, get: Any = get) -> Generator[Any, Any, Any]:
+            return (yield [get.asynq(base * 100 + i, i == 0) for i in range(6)])
+
+        async def main(fan: Any = fan, rng: random.Random = rng) -> list[Any]:
+            futures = [asyncio.ensure_future(fan.asyncio(b)) for b in range(20)]
+            for b in rng.sample(range(20), 5):
+                for _ in range(rng.randrange(6)):
+                    await asyncio.sleep(0)
+                futures[b].cancel()
+            out: list[Any] = []
+            for f in futures:
+                try:
+                    out.append(await f)
+                except asyncio.CancelledError:
+                    out.append("cancelled")
+            return out
+
+        got = run(main)
+        for b, per_key in enumerate(got):
+            if per_key == "cancelled":
+                continue
+            for i, g in enumerate(per_key):
+                k = b * 100 + i
+                want = (None if k % 7 == 0 else k * 3, (k + 10_000) * 3)
+                if (k + 10_000) % 7 == 0:
+                    want = (want[0], None)
+                assert g in (want, "BatchCancelledError"), (seed, b, i, g)

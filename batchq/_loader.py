@@ -154,8 +154,9 @@ class LoaderBatch(KeyedBatch, Generic[K, V]):
         absorbed in their place) in chunks of at most ``max_batch_size`` keys, and settle them.
 
         False, with nothing more settled, if a fetch flushed or cancelled this batch itself
-        meanwhile (``item.batch.flush()``, asynq style): that flush settled the keys and woke
-        their waiters, and this one must not give them a second value nor wake them twice.
+        meanwhile (``item.batch.flush()`` or ``.cancel()``, asynq style): that flush settled the
+        keys and woke their waiters, and this one must not give them a second value nor wake
+        them twice; a cancellation failed the keys, whose waiters :meth:`_left_by_fetch` lists.
 
         A fetch that gave absorbed keys their items back (it looked at ``items``, or a debug
         view at what a task waits on) leaves a new ``by_key``: ``entries`` is updated in place

@@ -19,7 +19,7 @@ from ._core._futures import NOT_COMPUTED
 from ._core._graph import wake
 from ._core._loop import get_scheduler, run_sync
 from ._core._runtime import scheduler_var
-from ._core._task import DELIVERED_ERROR, DELIVERED_VALUE, AsyncTask
+from ._core._task import ABSORBED, DELIVERED_ERROR, DELIVERED_VALUE, AsyncTask
 
 __all__ = ["Loader", "LoaderItem", "LoaderBatch"]
 
@@ -94,7 +94,7 @@ class LoaderBatch(KeyedBatch, Generic[K, V]):
                 keys = [first.key]
                 result: Any = loader.fetch(keys)
                 if self._value is not NOT_COMPUTED:
-                    return ()  # flushed by its own fetch (see _fetch_chunks)
+                    return self._left_by_fetch()
                 rtype = type(result)
                 if (rtype is list or rtype is tuple) and len(result) == 1:
                     value = result[0]
@@ -106,13 +106,14 @@ class LoaderBatch(KeyedBatch, Generic[K, V]):
                 else:
                     loader._settle_chunk(result, keys, [first])
             elif not self._fetch_chunks(many):
-                return ()
+                return self._left_by_fetch()
         except Exception as error:
             if self._value is not NOT_COMPUTED:
-                # Flushed by its own fetch, which then raised: every waiter has its value from
-                # that flush; the error stays on the batch (its repr, instruments).
-                self._error = error
-                return ()
+                # Flushed or cancelled by its own fetch, which then raised: the error stays on
+                # the batch (its repr, instruments) unless a cancellation's is there.
+                if self._error is None:
+                    self._error = error
+                return self._left_by_fetch()
             self._value = None
             self._error = error
             self._fail_items(error)
@@ -121,6 +122,16 @@ class LoaderBatch(KeyedBatch, Generic[K, V]):
         # Let go of the items (the scheduler wakes their waiters from the list returned), so
         # that an item lives only as long as the task waiting on it and no batch <-> item cycle
         # is left for the garbage collector.
+        self.by_key = {}
+        self.first = None
+        return items
+
+    def _left_by_fetch(self) -> list[Any]:
+        """The fetch flushed or cancelled this batch itself (``item.batch.flush()`` or
+        ``.cancel()``, asynq style): the items whose waiters the round's flush still wakes. A
+        flush woke them all and let go of them (none); a cancellation failed the items of every
+        key not settled yet, and woke nobody (all of them)."""
+        items = self.items
         self.by_key = {}
         self.first = None
         return items
@@ -142,13 +153,19 @@ class LoaderBatch(KeyedBatch, Generic[K, V]):
         """Fetch every key of ``by_key`` (``entries`` are its values, in order: items, or tasks
         absorbed in their place) in chunks of at most ``max_batch_size`` keys, and settle them.
 
-        False, with nothing more settled, if a fetch flushed this batch itself meanwhile (it
-        called ``item.batch.flush()``, asynq style): that flush settled the keys and woke their
-        waiters, and this one must not give them a second value nor wake them twice.
+        False, with nothing more settled, if a fetch flushed or cancelled this batch itself
+        meanwhile (``item.batch.flush()`` or ``.cancel()``, asynq style): that flush settled the
+        keys and woke their waiters, and this one must not give them a second value nor wake
+        them twice; a cancellation failed the keys, whose waiters :meth:`_left_by_fetch` lists.
+
+        A fetch that gave absorbed keys their items back (it looked at ``items``, or a debug
+        view at what a task waits on) leaves a new ``by_key``: ``entries`` is updated in place
+        to its items, which are settled and returned to be woken from then on.
         """
         loader = self.loader
         size = loader.max_batch_size
-        keys = [*self.by_key]
+        by_key = self.by_key
+        keys = [*by_key]
         n = len(entries)
         step = size if size is not None and size < n else max(n, 1)
         for start in range(0, n, step):
@@ -157,6 +174,9 @@ class LoaderBatch(KeyedBatch, Generic[K, V]):
             result = loader.fetch(chunk)
             if self._value is not NOT_COMPUTED:
                 return False
+            if self.by_key is not by_key:
+                by_key = self.by_key
+                entries[:] = by_key.values()
             loader._settle_chunk(result, chunk, entries[start:end])
         return True
 
@@ -319,6 +339,13 @@ def _settle(entry: Any, value: Any) -> None:
         else:
             entry._value = value
     elif entry._gen is not None:  # a task; finished meanwhile (closed): nothing to give it
+        if entry._npending != ABSORBED:
+            # Given its item back while this chunk was being settled (the result's own code,
+            # a mapping's __getitem__, looked at the batch's items): the item gets the value.
+            item = entry._dep
+            if type(item) is LoaderItem:
+                _settle(item, value)
+            return
         entry._dep = value
         if isinstance(value, BaseException):
             entry._npending = DELIVERED_ERROR

@@ -244,11 +244,19 @@ class KeyedBatch(BatchBase):
         return (0, len(self.by_key))
 
     def _unabsorb(self) -> None:
-        """Give every key held as its waiting task an item again (see the class docstring)."""
+        """Give every key held as its waiting task an item again (see the class docstring).
+
+        In a new ``by_key`` dict when any key is given back: a flush under way (whose fetch
+        looked at ``items``) sees that its entries changed, and settles and wakes the items.
+        """
         by_key = self.by_key
-        for key, entry in [*by_key.items()]:
-            if type(entry) is not KeyedItem:
-                by_key[key] = self._restore(key, entry)
+        restored = {
+            key: self._restore(key, entry)
+            for key, entry in by_key.items()
+            if type(entry) is not KeyedItem
+        }
+        if restored:
+            self.by_key = {**by_key, **restored}  # the same keys, in the same order
 
     def _restore(self, key: Any, task: AsyncTask[Any]) -> KeyedItem[Any]:
         """The item of ``key``, held as ``task``: pending, or settled with what was delivered."""
@@ -261,14 +269,16 @@ class KeyedBatch(BatchBase):
         if task._gen is None:
             return item  # finished meanwhile (closed): the key stays, with nobody waiting
         n = task._npending
-        if n == ABSORBED:
-            item._waiters = task  # woken by the flush, as any item's waiter
-        elif n == DELIVERED_VALUE:
-            item._value = task._dep  # the flush's wake-up pushes the task itself (listed)
+        # The task waits on the item as it would without the absorption, a settled one included
+        # (settled by an earlier chunk of a flush still under way: it wakes the item's waiters
+        # when it ends, or a flush the fetch called does).
+        item._waiters = task
+        if n == DELIVERED_VALUE:
+            item._value = task._dep
         elif n == DELIVERED_ERROR:
             item._value = None
             item._error = task._dep
-        else:
+        elif n != ABSORBED:
             item._value = None  # delivered None: 0, and _dep None (see the class docstring)
         task._dep = item
         task._npending = 0

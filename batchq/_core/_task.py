@@ -111,13 +111,7 @@ class AsyncTask(FutureBase[T_co]):
 
     def is_blocked(self) -> bool:
         """Waiting on something not yet computed (a slow check: for debugging and tests)."""
-        if self._npending == ABSORBED and self._gen is not None:
-            # Held by its keyed batch in its item's place: blocked on that key. Answered without
-            # blocked_on(), which gives the batch's keys their items back: a repr or a check
-            # from another thread (a log line on the event loop while a worker thread flushes)
-            # must only read.
-            return True
-        return bool(blocked_on(self))
+        return _waiting_count(self) > 0
 
     def can_continue(self) -> bool:
         return self._gen is not None
@@ -131,12 +125,9 @@ class AsyncTask(FutureBase[T_co]):
             state = "error" if self._error is not None else "done"
         elif self._sched is None:
             state = "not started"
-        elif self._npending == ABSORBED and self._gen is not None:
-            state = "blocked on 1"  # its key (see is_blocked)
-        elif self.is_blocked():
-            state = f"blocked on {len(blocked_on(self))}"
         else:
-            state = "runnable"
+            n = _waiting_count(self)
+            state = f"blocked on {n}" if n else "runnable"
         return f"<AsyncTask {self.call_str()} {state}>"
 
 
@@ -199,6 +190,26 @@ def leaves(obj: Any) -> Iterator[FutureBase[Any]]:
     elif type(obj) is dict:
         for x in obj.values():
             yield from leaves(x)
+
+
+def _waiting_count(task: AsyncTask[Any]) -> int:
+    """How many futures ``task`` waits on, only read: for ``repr()`` and ``is_blocked()``, which
+    may run on another thread (a log line on the event loop while a worker thread flushes).
+
+    Unlike :func:`blocked_on`, an absorbed task's batch keeps its keys as they are (it waits on
+    its key: 1). Each field is read once, ``_dep`` before ``_npending``: the scheduler's thread
+    writes them in that order (``_drive``, a keyed batch's settling), so a task absorbed
+    meanwhile is read as waiting on its batch, never as a call to ``_unabsorb()``.
+    """
+    if task._gen is None:
+        return 0
+    dep = task._dep
+    n = task._npending
+    if n < 0:
+        return 1 if n == ABSORBED else 0  # its key; or a value delivered, to resume with
+    if dep is None:
+        return 0
+    return sum(1 for leaf in leaves(dep) if leaf._value is NOT_COMPUTED)
 
 
 def blocked_on(task: AsyncTask[Any]) -> list[FutureBase[Any]]:

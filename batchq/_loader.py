@@ -282,9 +282,11 @@ class Loader(Generic[K, V]):
                     _settle(item, value)
                 elif type(item) is item_cls:
                     item._value = value
-                elif item._gen is not None:
+                else:
+                    # An absorbed task (never a finished one: close_tasks detaches, so gives
+                    # items back, before it closes). None: resumed as a plain task is
+                    # (KeyedBatch's delivered None).
                     item._dep = value
-                    # None: resumed as a plain task is (KeyedBatch's delivered None).
                     item._npending = delivered if value is not None else 0
             return
         if isinstance(result, Mapping):

@@ -544,8 +544,9 @@ class Scheduler:
                                     if batch._value is none:
                                         pending[batch] = None
                                         last_batch = batch
-                                        keyed = type(y) is keyed_cls  # a Loader's batch
-                                elif keyed and type(y) is keyed_cls and refcount(y) == held:
+                                        # A Loader's batch: its items are all KeyedItems.
+                                        keyed = type(y) is keyed_cls
+                                elif keyed and refcount(y) == held:
                                     # A key's item that nothing else holds (no waiter, no
                                     # reference but its batch's by_key and ``y``): the batch
                                     # holds this task in its place, and the item is let go

@@ -111,27 +111,32 @@ def child(loader: Loader[Any, Any], key: Any) -> Generator[Any, Any, Any]:
 # -- contexts ---------------------------------------------------------------------------------
 
 
+class FailsOnSecondResume(AsyncContext):
+    """A context whose second resume raises: the one when its task is switched back in after
+    its first wait."""
+
+    def __init__(self) -> None:
+        self.resumes = 0
+
+    def resume(self) -> None:
+        self.resumes += 1
+        if self.resumes == 2:
+            raise ValueError("cannot resume")
+
+    def pause(self) -> None:
+        pass
+
+
 def test_a_context_failing_to_resume_a_delivered_task_fails_it_at_its_yield(mode: str) -> None:
     """The task of key 2 is absorbed; the flush delivers its value; when the scheduler switches
     to its frame, its context fails to resume. The task must get that error at its yield."""
     loader = Loader(values)
     states: list[int] = []
 
-    class Fragile(AsyncContext):
-        resumes = 0
-
-        def resume(self) -> None:
-            self.resumes += 1
-            if self.resumes == 2:
-                raise ValueError("cannot resume")
-
-        def pause(self) -> None:
-            pass
-
     @asynq()
     def fragile(key: int) -> Generator[Any, Any, Any]:
         try:
-            with Fragile():
+            with FailsOnSecondResume():
                 got = yield loader.load.asynq(key)
         except ValueError as e:
             return f"caught: {e}"
@@ -164,21 +169,10 @@ def test_a_context_failing_to_resume_a_task_delivered_an_error_fails_it_with_tha
 
     loader = Loader(fetch)
 
-    class Fragile(AsyncContext):
-        resumes = 0
-
-        def resume(self) -> None:
-            self.resumes += 1
-            if self.resumes == 2:
-                raise ValueError("cannot resume")
-
-        def pause(self) -> None:
-            pass
-
     @asynq()
     def fragile(key: int) -> Generator[Any, Any, Any]:
         try:
-            with Fragile():
+            with FailsOnSecondResume():
                 got = yield loader.load.asynq(key)
         except Exception as e:
             return f"caught {type(e).__name__}: {e}"

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from test_absorb_adversarial import both_ways
+from test_absorb_adversarial import FailsOnSecondResume, both_ways
 
 import batchq
 import batchq.debug
@@ -509,21 +509,10 @@ def test_a_delivered_none_then_a_context_failing_to_resume() -> None:
     def scenario() -> Any:
         loader: Loader[int, Any] = Loader(lambda keys: [None for _ in keys])
 
-        class Fragile(AsyncContext):
-            resumes = 0
-
-            def resume(self) -> None:
-                self.resumes += 1
-                if self.resumes == 2:
-                    raise ValueError("cannot resume")
-
-            def pause(self) -> None:
-                pass
-
         @asynq()
         def fragile(key: int) -> Generator[Any, Any, Any]:
             try:
-                with Fragile():
+                with FailsOnSecondResume():
                     got = yield loader.load.asynq(key)
             except ValueError as e:
                 return f"caught: {e}"

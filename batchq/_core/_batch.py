@@ -205,9 +205,8 @@ class KeyedBatch(BatchBase):
     ``DELIVERED_VALUE``/``DELIVERED_ERROR``; a None value leaves ``_dep`` None and
     ``_npending`` 0, which the drive loop reads as any plain resumption, so that its hot
     path checks ``_npending`` only when ``_dep`` is set) and lists the task among the items it
-    returns (in
-    an :class:`EntryList`); the scheduler's wake-up makes it runnable and ``_drive`` sends it
-    that value.
+    returns (in an :class:`EntryList`); the scheduler's wake-up makes it runnable and
+    ``_drive`` sends it that value.
 
     Everything else sees items only: :attr:`items`, a failure or cancellation, and
     ``blocked_on()`` (every debug view, detach and deadlock diagnosis) first give each absorbed

@@ -600,6 +600,24 @@ def test_threads_with_copied_contexts_sharing_a_loader_each_get_their_own_values
     assert odd == []
 
 
+async def call_and_cancel_some(fan: Any, n: int, doomed: int, rng: random.Random) -> list[Any]:
+    """``fan.asyncio(b)`` for each ``b`` in ``range(n)``, all started at once; ``doomed`` of them
+    (chosen by ``rng``) are cancelled, each after 0 to 5 more loop turns. Each result in order,
+    or "cancelled"."""
+    calls = [asyncio.ensure_future(fan.asyncio(b)) for b in range(n)]
+    for b in rng.sample(range(n), doomed):
+        for _ in range(rng.randrange(6)):
+            await asyncio.sleep(0)
+        calls[b].cancel()
+    out: list[Any] = []
+    for c in calls:
+        try:
+            out.append(await c)
+        except asyncio.CancelledError:
+            out.append("cancelled")
+    return out
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_asyncio_callers_cancelled_at_random_under_load(
     monkeypatch: pytest.MonkeyPatch, seed: int
@@ -645,22 +663,7 @@ def test_asyncio_callers_cancelled_at_random_under_load(
             for k in ks
         ]
 
-    async def main() -> list[Any]:
-        calls = [asyncio.ensure_future(fan.asyncio(b)) for b in range(40)]
-        doomed = rng.sample(range(40), 13)
-        for b in doomed:
-            for _ in range(rng.randrange(6)):
-                await asyncio.sleep(0)
-            calls[b].cancel()
-        out: list[Any] = []
-        for c in calls:
-            try:
-                out.append(await c)
-            except asyncio.CancelledError:
-                out.append("cancelled")
-        return out
-
-    got = run(main)
+    got = run(lambda: call_and_cancel_some(fan, 40, 13, rng))
     for b, g in enumerate(got):
         assert g == "cancelled" or g == want(b), (b, g)
     assert delivered[0] > 0
@@ -886,21 +889,7 @@ def test_asyncio_fetches_that_flush_or_cancel_their_own_batch_among_cancelled_ca
         def fan(base: int, get: Any = get) -> Generator[Any, Any, Any]:
             return (yield [get.asynq(base * 100 + i, i == 0) for i in range(6)])
 
-        async def main(fan: Any = fan, rng: random.Random = rng) -> list[Any]:
-            futures = [asyncio.ensure_future(fan.asyncio(b)) for b in range(20)]
-            for b in rng.sample(range(20), 5):
-                for _ in range(rng.randrange(6)):
-                    await asyncio.sleep(0)
-                futures[b].cancel()
-            out: list[Any] = []
-            for f in futures:
-                try:
-                    out.append(await f)
-                except asyncio.CancelledError:
-                    out.append("cancelled")
-            return out
-
-        got = run(main)
+        got = run(lambda fan=fan, rng=rng: call_and_cancel_some(fan, 20, 5, rng))
         for b, per_key in enumerate(got):
             if per_key == "cancelled":
                 continue

@@ -12,11 +12,14 @@ from pymemcache.client.base import Client
 from pymemcache.client.hash import HashClient
 
 import batchq
-from batchq.memcache import Cache
+from batchq.memcache import Cache, _pylibmc, pylibmc_client
 from batchq.testing import MemcachedServer, find_memcached
 
 needs_memcached = pytest.mark.skipif(
     find_memcached() is None, reason="memcached is not installed (scripts/ensure-memcached.sh)"
+)
+needs_pylibmc = pytest.mark.skipif(
+    not _pylibmc.available(), reason=f"pylibmc is not installed: {_pylibmc.INSTALL}"
 )
 
 
@@ -100,6 +103,13 @@ def close_clients() -> Iterator[None]:
 
 def client_for(server: MemcachedServer, timeout: float = 2.0) -> Client:
     return track(Client(server.address, connect_timeout=timeout, timeout=timeout))
+
+
+def pylibmc_of(*servers: MemcachedServer, timeout: float = 2.0) -> Any:
+    """A client from ``pylibmc_client`` over ``servers``, closed after the test."""
+    return track(
+        pylibmc_client([f"{s.address[0]}:{s.address[1]}" for s in servers], timeout=timeout)
+    )
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 and processes; a crashed or failing winner; invalidation racing a write-back; stale serving
 bounded by ``stale_ttl``; ``none_ttl``; the in-process tier. Every behaviour runs on the embedded
 LocalClient and on real memcached processes (a pooled client, and a three-server HashClient where
-a key's lease and its value live on different servers)."""
+a key's lease and its value live on different servers), and on pylibmc (one server, and three
+routed by libmemcached); processes with pymemcache and pylibmc clients share one server."""
 
 from __future__ import annotations
 
@@ -17,13 +18,20 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from memcache_fixtures import Counting, close_clients, needs_memcached, track
+from memcache_fixtures import (
+    Counting,
+    close_clients,
+    needs_memcached,
+    needs_pylibmc,
+    pylibmc_of,
+    track,
+)
 from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
 from pymemcache.client.retrying import RetryingClient
 
 import batchq
-from batchq.memcache import Cache, LocalClient
+from batchq.memcache import Cache, LocalClient, pylibmc_client
 from batchq.memcache._herd import lease_key
 from batchq.memcache._record import parse_record
 from batchq.testing import MemcachedServer
@@ -34,6 +42,8 @@ BACKENDS = [
     "local",
     pytest.param("memcached", marks=[pytest.mark.memcached, needs_memcached]),
     pytest.param("hash3", marks=[pytest.mark.memcached, needs_memcached]),
+    pytest.param("pylibmc", marks=[pytest.mark.memcached, needs_memcached, needs_pylibmc]),
+    pytest.param("pylibmc3", marks=[pytest.mark.memcached, needs_memcached, needs_pylibmc]),
 ]
 
 
@@ -62,6 +72,10 @@ def make_client(backend: str, servers: list[MemcachedServer]) -> Any:
         return LocalClient()
     if backend == "memcached":
         return track(PooledClient(servers[0].address, max_pool_size=32, timeout=2))
+    if backend == "pylibmc":
+        return pylibmc_of(servers[0])
+    if backend == "pylibmc3":
+        return pylibmc_of(*servers)
     return track(
         HashClient([s.address for s in servers], use_pooling=True, max_pool_size=32, timeout=2)
     )
@@ -296,9 +310,13 @@ def test_a_failing_compute_releases_its_lease_and_is_never_cached(cache: Cache) 
 
 
 def _process_worker(
-    address: tuple[str, int], prefix: str, barrier: Any, out: Any, delay: float
+    address: tuple[str, int], prefix: str, barrier: Any, out: Any, delay: float, kind: str
 ) -> None:
-    cache = Cache(PooledClient(address, max_pool_size=4, timeout=2), key_prefix=prefix)
+    if kind == "pylibmc":
+        client = pylibmc_client([f"{address[0]}:{address[1]}"], timeout=2)
+    else:
+        client = PooledClient(address, max_pool_size=4, timeout=2)
+    cache = Cache(client, key_prefix=prefix)
     computed: list[int] = []
 
     @cache.cached(ttl=60, herd=True, key=lambda k: f"proc:{k}")
@@ -317,16 +335,24 @@ def _process_worker(
 
 @pytest.mark.memcached
 @needs_memcached
+@pytest.mark.parametrize(
+    "kinds",
+    [
+        pytest.param(["pymemcache"] * 4, id="pymemcache"),
+        pytest.param(["pymemcache", "pylibmc"] * 2, marks=needs_pylibmc, id="mixed-clients"),
+    ],
+)
 def test_processes_missing_together_call_the_source_once_per_key(
-    servers: list[MemcachedServer],
+    servers: list[MemcachedServer], kinds: list[str]
 ) -> None:
     prefix = fresh_prefix()
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(4)
     out = ctx.Queue()
+    address = servers[0].address
     procs = [
-        ctx.Process(target=_process_worker, args=(servers[0].address, prefix, barrier, out, 0.03))
-        for _ in range(4)
+        ctx.Process(target=_process_worker, args=(address, prefix, barrier, out, 0.03, kind))
+        for kind in kinds
     ]
     for p in procs:
         p.start()

@@ -20,7 +20,9 @@ from memcache_fixtures import (
     expected_page,
     make_page,
     needs_memcached,
+    needs_pylibmc,
     page_data,
+    pylibmc_of,
     server1,
     servers3,
     track,
@@ -45,10 +47,6 @@ try:
 except ImportError:
     pylibmc = None
 
-needs_pylibmc = pytest.mark.skipif(
-    pylibmc is None, reason=f"pylibmc is not installed: {_pylibmc.INSTALL}"
-)
-
 
 def real(test: Any) -> Any:
     """A test against real memcached through pylibmc: skipped, saying why, without either."""
@@ -56,12 +54,6 @@ def real(test: Any) -> Any:
 
 
 __all__ = ["close_clients", "server1", "servers3"]  # fixtures, imported for pytest
-
-
-def client_of(*servers: MemcachedServer, timeout: float = 2.0) -> Any:
-    return track(
-        pylibmc_client([f"{s.address[0]}:{s.address[1]}" for s in servers], timeout=timeout)
-    )
 
 
 def raw_client(server: MemcachedServer) -> Any:
@@ -84,7 +76,7 @@ class _RunsCode:
 
 @real
 def test_the_depth_four_page_costs_four_get_many(server1: MemcachedServer) -> None:
-    counting = Counting(client_of(server1))
+    counting = Counting(pylibmc_of(server1))
     cache = Cache(counting)
     data = page_data()
     assert cache.set_many(data) == []
@@ -97,7 +89,7 @@ def test_the_depth_four_page_costs_four_get_many(server1: MemcachedServer) -> No
 
 @real
 def test_values_read_back_with_their_types(server1: MemcachedServer) -> None:
-    cache = Cache(client_of(server1))
+    cache = Cache(pylibmc_of(server1))
     values: dict[str, Any] = {
         "b": b"\x00\xffraw",
         "s": "t\u00e9xt \ud800",
@@ -113,7 +105,7 @@ def test_values_read_back_with_their_types(server1: MemcachedServer) -> None:
     assert cache.delete("j") is True
     assert cache.get("j", "gone") == "gone"
     # The same bytes a pymemcache Cache wrote: the envelope is the client's neither.
-    assert Cache(client_of(server1)).get("s") == values["s"]
+    assert Cache(pylibmc_of(server1)).get("s") == values["s"]
 
 
 @real
@@ -127,18 +119,18 @@ def test_a_planted_pickle_is_never_unpickled(server1: MemcachedServer, tmp_path:
     assert marker.exists()
     marker.unlink()
 
-    cache = Cache(client_of(server1))
+    cache = Cache(pylibmc_of(server1))
     raw.set("planted", _RunsCode(marker))  # stored with pylibmc's pickle flag (1)
     with pytest.raises(DeserializationError, match=r"'planted'.*no envelope"):
         cache.get("planted")
     assert not marker.exists()
     # Even the client alone hands back the pickle's bytes, untouched.
-    assert client_of(server1).get_many([b"planted"]) == {b"planted": payload}
+    assert pylibmc_of(server1).get_many([b"planted"]) == {b"planted": payload}
     assert not marker.exists()
     # A Cache that trusts its writers (PickleSerde) still never lets pylibmc unpickle: only
     # values inside batchq's envelope are read, and this one has none.
     with pytest.raises(DeserializationError):
-        Cache(client_of(server1), serde=PickleSerde()).get("planted")
+        Cache(pylibmc_of(server1), serde=PickleSerde()).get("planted")
     assert not marker.exists()
 
 
@@ -157,7 +149,7 @@ def test_a_plain_pylibmc_client_is_refused(server1: MemcachedServer) -> None:
 
 @real
 def test_the_client_stores_bytes_only(server1: MemcachedServer) -> None:
-    client = client_of(server1)
+    client = pylibmc_of(server1)
     with pytest.raises(TypeError, match=r"bytes only, got dict .*Cache"):
         client.set("k", {"a": 1})
     assert client.set_many({b"k": b"v"}, 0, False) == []
@@ -165,8 +157,43 @@ def test_the_client_stores_bytes_only(server1: MemcachedServer) -> None:
 
 
 @real
+def test_the_herd_commands_answer_as_pymemcaches_do(server1: MemcachedServer) -> None:
+    # add/add_many: stored or not; gets_many: tokens of the keys found; cas: True stored,
+    # False changed since the token was read, None gone. What the herd path relies on.
+    client = pylibmc_of(server1)
+    assert client.add(b"a", b"1", 0, False) is True
+    assert client.add(b"a", b"2", 0, False) is False
+    assert client.add_many({b"a": b"3", b"b": b"4"}, 0) == {b"a": False, b"b": True}
+    found = client.gets_many([b"a", b"b", b"missing"])
+    assert sorted(found) == [b"a", b"b"]
+    assert found[b"a"][0] == b"1"
+    token = found[b"a"][1]
+    assert client.cas(b"a", b"5", token, 0, False) is True
+    assert client.cas(b"a", b"6", token, 0, False) is False  # the token is stale now
+    assert client.get_many([b"a"]) == {b"a": b"5"}
+    client.delete_many([b"a"])
+    assert client.cas(b"a", b"7", token, 0, False) is None
+
+
+@real
+def test_herd_without_cas_tokens_says_which_behavior_to_keep(server1: MemcachedServer) -> None:
+    client = track(
+        pylibmc_client([f"127.0.0.1:{server1.port}"], behaviors={"cas": False}, timeout=2)
+    )
+    cache = Cache(client)
+
+    @cache.cached(ttl=60, herd=True, key=lambda k: f"nocas:{k}")
+    def value(k: int) -> int:
+        return k
+
+    with pytest.raises(ValueError, match=r"cas tokens turned off.*leave the 'cas' behavior"):
+        value(1)
+    assert cache.get("plain") is None  # the Cache itself works without them
+
+
+@real
 def test_bad_keys_never_reach_the_server(server1: MemcachedServer) -> None:
-    counting = Counting(client_of(server1))
+    counting = Counting(pylibmc_of(server1))
     cache = Cache(counting)
     cache.set("keep", "safe")
     for key in ("k\r\nflush_all", "a b", "x" * 251):
@@ -204,7 +231,7 @@ def test_a_killed_server_means_misses_then_recovery(server1: MemcachedServer) ->
 
 @real
 def test_on_error_raise_names_the_dead_server(server1: MemcachedServer) -> None:
-    cache = Cache(client_of(server1, timeout=0.5), on_error="raise")
+    cache = Cache(pylibmc_of(server1, timeout=0.5), on_error="raise")
     cache.set("k", 1)
     port = server1.port
     server1.stop(graceful=False)
@@ -246,7 +273,7 @@ def test_a_silent_server_times_out_into_misses(silent_server: str) -> None:
 def test_with_several_servers_one_multi_get_and_one_dead_server_fails_the_round(
     servers3: list[MemcachedServer],
 ) -> None:
-    counting = Counting(client_of(*servers3, timeout=0.5))
+    counting = Counting(pylibmc_of(*servers3, timeout=0.5))
     cache = Cache(counting)
     data = {f"k{i}": i for i in range(60)}
     assert cache.set_many(data) == []
@@ -263,7 +290,7 @@ def test_with_several_servers_one_multi_get_and_one_dead_server_fails_the_round(
 
 @real
 def test_threads_share_one_client(server1: MemcachedServer) -> None:
-    cache = Cache(client_of(server1))
+    cache = Cache(pylibmc_of(server1))
     cache.set_many({f"t{i}": i for i in range(50)})
     errors: list[BaseException] = []
 
@@ -286,7 +313,7 @@ def test_threads_share_one_client(server1: MemcachedServer) -> None:
 
 @real
 def test_page_through_batchq_run_in_asyncio(server1: MemcachedServer) -> None:
-    cache = Cache(client_of(server1))
+    cache = Cache(pylibmc_of(server1))
     data = page_data()
     cache.set_many(data)
     page = make_page(cache)

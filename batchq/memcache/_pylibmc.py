@@ -5,7 +5,8 @@ by the stored flags and unpickles values stored with its pickle flag, so whoever
 server could run code in the reader. The Cache therefore never takes a plain ``pylibmc.Client``:
 :func:`pylibmc_client` builds a subclass that hands back the stored bytes whatever their flags, and
 stores only bytes (the Cache serializes values itself, into its envelope). It also speaks the
-pymemcache names the Cache calls (``get_many``, ``set_many``, ``delete_many``).
+pymemcache names the Cache calls (``get_many``, ``set_many``, ``delete_many``, and for
+``cached(herd=True)`` ``add``, ``gets_many`` and ``cas``, with libmemcached's ``cas`` behavior on).
 
 Routing: with several servers, one ``get_multi`` goes to libmemcached, which sends one request per
 server and reads the replies together. libmemcached fails the whole call when any server fails,
@@ -26,7 +27,7 @@ try:
 except ImportError:  # the optional extra is not installed
     pylibmc = None
 
-__all__ = ["FAULTS", "INSTALL", "available", "check_client", "pylibmc_client"]
+__all__ = ["FAULTS", "INSTALL", "available", "check_client", "pipelined_add", "pylibmc_client"]
 
 INSTALL: Final = (
     "pip install 'batchq[pylibmc]' (pylibmc builds against libmemcached: on Debian or Ubuntu "
@@ -98,6 +99,49 @@ def _safe_class() -> type[Any]:
                 self.delete_multi(list(keys))
                 return True
 
+            # What cached(herd=True) and stale_ttl need: leases (add), cas tokens, and cas
+            # write-backs, with pymemcache's names and results.
+
+            def add(
+                self, key: bytes, value: bytes, expire: int = 0, noreply: object = None
+            ) -> bool:
+                """Store only if the key is absent; whether it was stored."""
+                return bool(pylibmc.Client.add(self, key, value, time=expire))
+
+            def add_many(self, values: Mapping[bytes, bytes], expire: int = 0) -> dict[bytes, bool]:
+                """``add`` each value in one call; which were stored."""
+                failed = set(self.add_multi(values, time=expire) or ())
+                return {key: key not in failed for key in values}
+
+            def gets_many(self, keys: Iterable[bytes]) -> dict[bytes, tuple[bytes, int]]:
+                """``{key: (value, cas token)}`` of the keys found. pylibmc has no multi-key
+                gets: one ``get_multi`` finds the keys, then each found key's token is read
+                alone. Leases are mostly taken on missing keys, which cost nothing more."""
+                if not self.behaviors.get("cas"):
+                    msg = (
+                        f"the pylibmc client {self!r} has memcached's cas tokens turned off "
+                        "(behaviors={'cas': False}), and cached(herd=True) or stale_ttl needs "
+                        "them: leave the 'cas' behavior of pylibmc_client on"
+                    )
+                    raise ValueError(msg)
+                gets = pylibmc.Client.gets
+                found: dict[bytes, tuple[bytes, int]] = {}
+                for key in self.get_multi(list(keys)):
+                    value, token = gets(self, key)
+                    if token is not None:  # gone since: read as missing
+                        found[key] = (value, token)
+                return found
+
+            def cas(
+                self, key: bytes, value: bytes, cas: int, expire: int = 0, noreply: object = None
+            ) -> bool | None:
+                """Store if the key's cas token is still ``cas``: True stored, False changed
+                since, None gone (pymemcache's results)."""
+                try:
+                    return bool(pylibmc.Client.cas(self, key, value, cas, time=expire))
+                except pylibmc.NotFound:
+                    return None
+
         _client_class = PylibmcClient
     return _client_class
 
@@ -129,6 +173,7 @@ def pylibmc_client(
     cls = _safe_class()
     chosen: dict[str, Any] = {
         "tcp_nodelay": True,
+        "cas": True,  # cas tokens, for cached(herd=True) (free over the binary protocol)
         "connect_timeout": max(1, round(connect_timeout * 1000)),  # milliseconds
         "send_timeout": max(1, round(timeout * 1_000_000)),  # microseconds
         "receive_timeout": max(1, round(timeout * 1_000_000)),
@@ -136,6 +181,14 @@ def pylibmc_client(
     }
     chosen.update(behaviors or {})
     return cls(list(servers), binary=binary, behaviors=chosen)
+
+
+def pipelined_add(client: Any) -> Any:
+    """The client's ``add_many`` (all of a round's adds in one call) if it is a pylibmc client
+    from :func:`pylibmc_client`, else None."""
+    if _client_class is not None and isinstance(client, _client_class):
+        return client.add_many
+    return None
 
 
 def check_client(client: Any) -> None:

@@ -99,7 +99,7 @@ class _Node:
     def add_many(self, values: dict[bytes, bytes], ttl: int) -> dict[bytes, bool]:
         """``add`` each value (atomic per key on the server); which were stored. One write for
         all where the client can pipeline them, else one command per key."""
-        pipelined = _pymemcache.pipelined_add(self.client)
+        pipelined = _pylibmc.pipelined_add(self.client) or _pymemcache.pipelined_add(self.client)
         if pipelined is None:
             return {
                 raw: bool(self._call("add", raw, data, ttl, False)) for raw, data in values.items()

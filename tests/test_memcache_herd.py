@@ -2,8 +2,9 @@
 and processes; a crashed or failing winner; invalidation racing a write-back; stale serving
 bounded by ``stale_ttl``; ``none_ttl``; the in-process tier. Every behaviour runs on the embedded
 LocalClient and on real memcached processes (a pooled client, and a three-server HashClient where
-a key's lease and its value live on different servers), and on pylibmc (one server, and three
-routed by libmemcached); processes with pymemcache and pylibmc clients share one server."""
+a key's lease and its value live on different servers), and on pylibmc (one server, three routed
+by libmemcached, and a pool of clients that threads share); processes with pymemcache and pylibmc
+clients share one server."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ BACKENDS = [
     pytest.param("hash3", marks=[pytest.mark.memcached, needs_memcached]),
     pytest.param("pylibmc", marks=[pytest.mark.memcached, needs_memcached, needs_pylibmc]),
     pytest.param("pylibmc3", marks=[pytest.mark.memcached, needs_memcached, needs_pylibmc]),
+    pytest.param("pylibmc-pool", marks=[pytest.mark.memcached, needs_memcached, needs_pylibmc]),
 ]
 
 
@@ -76,6 +78,10 @@ def make_client(backend: str, servers: list[MemcachedServer]) -> Any:
         return pylibmc_of(servers[0])
     if backend == "pylibmc3":
         return pylibmc_of(*servers)
+    if backend == "pylibmc-pool":
+        return track(
+            pylibmc_client([f"{s.address[0]}:{s.address[1]}" for s in servers], pool_size=8)
+        )
     return track(
         HashClient([s.address for s in servers], use_pooling=True, max_pool_size=32, timeout=2)
     )

@@ -36,6 +36,7 @@ from batchq.memcache import (
     InvalidKeyError,
     LocalClient,
     PickleSerde,
+    PylibmcPool,
     ServerError,
     _pylibmc,
     pylibmc_client,
@@ -309,6 +310,172 @@ def test_threads_share_one_client(server1: MemcachedServer) -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+class HoldingProxy:
+    """A loopback TCP proxy in front of one memcached that holds every reply until ``want``
+    connections hold one at once (then lets all through), or ``patience`` seconds have passed;
+    ``most`` is the most replies it ever held at once: how many requests were in flight."""
+
+    def __init__(self, upstream: tuple[str, int], want: int, patience: float) -> None:
+        self.upstream, self.want, self.patience = upstream, want, patience
+        self.most = self.held = 0
+        self.released = False
+        self.cond = threading.Condition()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.sockets = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            up = socket.create_connection(self.upstream)
+            self.sockets += [down, up]
+            threading.Thread(target=self._pipe, args=(down, up, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(up, down, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, hold: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if hold:
+                    with self.cond:
+                        self.held += 1
+                        self.most = max(self.most, self.held)
+                        self.released = self.released or self.held >= self.want
+                        self.cond.notify_all()
+                        self.cond.wait_for(lambda: self.released, self.patience)
+                        self.held -= 1
+                dst.sendall(data)
+        except OSError:
+            pass  # closed
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
+def in_flight_at_once(
+    server: MemcachedServer, client: Any, proxy: HoldingProxy, threads: int
+) -> int:
+    """Run ``threads`` threads that each read 20 keys through a Cache on ``client`` (in front of
+    the proxy); check every read; the most requests that were in flight at once."""
+    Cache(pylibmc_of(server)).set_many({f"p{i}": i for i in range(20)})  # not through the proxy
+    cache = Cache(track(client))
+    start = threading.Barrier(threads)
+    results: list[Any] = []
+
+    def work() -> None:
+        start.wait()
+        results.append(cache.get_many([f"p{i}" for i in range(20)]))
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert results == [{f"p{i}": i for i in range(20)}] * threads
+    return proxy.most
+
+
+@real
+def test_a_pool_sends_the_threads_rounds_at_once(server1: MemcachedServer) -> None:
+    proxy = HoldingProxy(server1.address, want=4, patience=10)
+    track(proxy)
+    pool = pylibmc_client([proxy.address], pool_size=4, timeout=15)
+    assert isinstance(pool, PylibmcPool)
+    assert in_flight_at_once(server1, pool, proxy, threads=4) == 4
+
+
+@real
+def test_a_single_client_sends_one_request_at_a_time(server1: MemcachedServer) -> None:
+    # What the docs say of a pylibmc client without a pool: the Cache locks it.
+    proxy = HoldingProxy(server1.address, want=2, patience=0.3)
+    track(proxy)
+    client = pylibmc_client([proxy.address], timeout=5)
+    assert in_flight_at_once(server1, client, proxy, threads=2) == 1
+
+
+@real
+def test_a_pool_lends_each_client_to_one_thread_at_a_time(server1: MemcachedServer) -> None:
+    # More threads than clients: they wait for one; no client ever serves two threads at once.
+    pool = track(pylibmc_client([f"127.0.0.1:{server1.port}"], pool_size=2))
+    cache = Cache(pool)
+    cache.set_many({f"q{i}": i for i in range(30)})
+    busy: dict[int, int] = {}
+    most: list[int] = [0, 0]  # the most uses of one client at once; of all clients at once
+    lock = threading.Lock()
+    for client in pool.clients:
+
+        def get_multi(keys: Any, _client: Any = client, _real: Any = client.get_multi) -> Any:
+            with lock:
+                busy[id(_client)] = busy.get(id(_client), 0) + 1
+                most[:] = [max(most[0], busy[id(_client)]), max(most[1], sum(busy.values()))]
+            try:
+                time.sleep(0.001)  # long enough for the other threads to ask
+                return _real(keys)
+            finally:
+                with lock:
+                    busy[id(_client)] -= 1
+
+        client.get_multi = get_multi
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(30):
+                assert cache.get_many([f"q{i}" for i in range(30)]) == {
+                    f"q{i}": i for i in range(30)
+                }
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert most == [1, 2]
+    assert sorted(map(id, pool._idle)) == sorted(map(id, pool.clients))  # all given back
+
+
+@real
+def test_a_pool_works_for_every_cache_operation(server1: MemcachedServer) -> None:
+    pool = track(pylibmc_client([f"127.0.0.1:{server1.port}"], pool_size=3))
+    assert repr(pool).startswith("<PylibmcPool of 3 clients for 127.0.0.1:")
+    cache = Cache(pool, key_prefix="pool:")
+    assert cache.set("a", {"x": [1, 2]}) is True
+    assert cache.get("a") == {"x": [1, 2]}
+    assert cache.set_many({"b": "text", "c": 3}) == []
+    assert cache.get_many(["a", "b", "c", "d"]) == {"a": {"x": [1, 2]}, "b": "text", "c": 3}
+    assert cache.delete("a") is True
+    assert cache.delete_many(["b", "c"]) is True
+    assert cache.get_many(["a", "b", "c"]) == {}
+    calls: list[int] = []
+
+    @cache.cached(ttl=60, herd=True, key=lambda k: f"herd:{k}")
+    def value(k: int) -> int:
+        calls.append(k)
+        return k * 2
+
+    assert [value(1), value(1)] == [2, 2]
+    assert calls == [1]
+    assert cache.invalidate("herd:1") is True
+    assert value(1) == 2
+    assert calls == [1, 1]
+    pool.close()
+    assert cache.get("b") is None  # reconnects on use
+
+
+@real
+def test_bad_pool_sizes_are_refused() -> None:
+    for size in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match=rf"pool_size .* int >= 1, got {size!r}"):
+            pylibmc_client(["127.0.0.1:1"], pool_size=size)  # type: ignore[arg-type]
 
 
 @real

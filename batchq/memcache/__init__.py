@@ -18,6 +18,7 @@ from ._errors import ValueTooLargeError as ValueTooLargeError
 from ._keys import MAX_KEY_LENGTH as MAX_KEY_LENGTH
 from ._keys import encode_key as encode_key
 from ._local import LocalClient as LocalClient
+from ._pylibmc import PylibmcPool as PylibmcPool
 from ._pylibmc import pylibmc_client as pylibmc_client
 from ._serde import DEFAULT_MAX_VALUE_SIZE as DEFAULT_MAX_VALUE_SIZE
 from ._serde import JsonSerde as JsonSerde
@@ -36,6 +37,7 @@ __all__ = [
     # clients
     "LocalClient",
     "pylibmc_client",
+    "PylibmcPool",
     # keys
     "MAX_KEY_LENGTH",
     "encode_key",

@@ -19,6 +19,7 @@ under a lock, as it does a pymemcache ``Client``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -27,7 +28,16 @@ try:
 except ImportError:  # the optional extra is not installed
     pylibmc = None
 
-__all__ = ["FAULTS", "INSTALL", "available", "check_client", "pipelined_add", "pylibmc_client"]
+__all__ = [
+    "FAULTS",
+    "INSTALL",
+    "PylibmcPool",
+    "available",
+    "check_client",
+    "is_pool",
+    "pipelined_add",
+    "pylibmc_client",
+]
 
 INSTALL: Final = (
     "pip install 'batchq[pylibmc]' (pylibmc builds against libmemcached: on Debian or Ubuntu "
@@ -153,6 +163,7 @@ def pylibmc_client(
     connect_timeout: float = 2.0,
     timeout: float = 5.0,
     behaviors: Mapping[str, Any] | None = None,
+    pool_size: int = 1,
 ) -> Any:
     """A pylibmc client for :class:`~batchq.memcache.Cache`: bytes in, bytes out, never unpickles.
 
@@ -161,7 +172,10 @@ def pylibmc_client(
     a multi-get; over the text protocol that read silently returns fewer values (measured with
     the libmemcached 1.0 of pylibmc's wheel). ``connect_timeout`` and
     ``timeout`` (each read or write) in seconds, like pymemcache's; ``behaviors`` are passed to
-    libmemcached after them, and win. ImportError naming the install command without pylibmc.
+    libmemcached after them, and win. ``pool_size``: with 1, one client, which the Cache uses
+    one call at a time; with more, a :class:`PylibmcPool` of that many clients with their own
+    connections, so that threads' rounds go out concurrently (for thread-pool servers).
+    ImportError naming the install command without pylibmc.
     """
     if isinstance(servers, (str, bytes)):
         msg = f"pylibmc_client takes a list of servers, got the single {servers!r}: [{servers!r}]"
@@ -170,6 +184,12 @@ def pylibmc_client(
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
             msg = f"{name} must be a positive number of seconds, got {seconds!r}"
             raise ValueError(msg)
+    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+        msg = (
+            f"pool_size is how many clients threads may use at once (1: one, used one call at a "
+            f"time), an int >= 1, got {pool_size!r}"
+        )
+        raise ValueError(msg)
     cls = _safe_class()
     chosen: dict[str, Any] = {
         "tcp_nodelay": True,
@@ -180,15 +200,101 @@ def pylibmc_client(
         "_poll_timeout": max(1, round(timeout * 1000)),  # milliseconds
     }
     chosen.update(behaviors or {})
-    return cls(list(servers), binary=binary, behaviors=chosen)
+    client = cls(list(servers), binary=binary, behaviors=chosen)
+    return client if pool_size == 1 else PylibmcPool(client, pool_size)
+
+
+class PylibmcPool:
+    """Clients from :func:`pylibmc_client` that threads share, each used by one thread at a time.
+
+    A call takes an idle client (the one used last: its connections are warm), or waits for one;
+    the clients are clones of the first, made up front (libmemcached connects on first use). The
+    Cache calls it without a lock of its own. Each client keeps its own record of failed servers,
+    so a dead server costs each client its timeout once.
+    """
+
+    def __init__(self, client: Any, size: int) -> None:
+        self.clients: list[Any] = [client] + [client.clone() for _ in range(size - 1)]
+        self._idle = list(self.clients)
+        self._ready = threading.Condition(threading.Lock())
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        ready = self._ready
+        with ready:
+            while not self._idle:
+                ready.wait()
+            client = self._idle.pop()
+        try:
+            return getattr(client, name)(*args, **kwargs)
+        finally:
+            with ready:
+                self._idle.append(client)
+                ready.notify()
+
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+        return self._call("get_multi", keys)  # type: ignore[no-any-return]
+
+    def set_many(
+        self, values: Mapping[bytes, bytes], expire: int = 0, noreply: object = None
+    ) -> list[bytes]:
+        return self._call("set_many", values, expire)  # type: ignore[no-any-return]
+
+    def delete_many(self, keys: Iterable[bytes], noreply: object = None) -> bool:
+        return self._call("delete_many", keys)  # type: ignore[no-any-return]
+
+    def add(self, key: bytes, value: bytes, expire: int = 0, noreply: object = None) -> bool:
+        return self._call("add", key, value, expire)  # type: ignore[no-any-return]
+
+    def add_many(self, values: Mapping[bytes, bytes], expire: int = 0) -> dict[bytes, bool]:
+        return self._call("add_many", values, expire)  # type: ignore[no-any-return]
+
+    def gets_many(self, keys: Iterable[bytes]) -> dict[bytes, tuple[bytes, int]]:
+        return self._call("gets_many", keys)  # type: ignore[no-any-return]
+
+    def cas(
+        self, key: bytes, value: bytes, cas: int, expire: int = 0, noreply: object = None
+    ) -> bool | None:
+        return self._call("cas", key, value, cas, expire)  # type: ignore[no-any-return]
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        return self._call("get", key, default)
+
+    def set(self, key: bytes, value: bytes, expire: int = 0) -> bool:
+        return self._call("set", key, value, expire)  # type: ignore[no-any-return]
+
+    def delete(self, key: bytes) -> bool:
+        return self._call("delete", key)  # type: ignore[no-any-return]
+
+    @property
+    def behaviors(self) -> Any:
+        return self.clients[0].behaviors
+
+    @property
+    def server(self) -> str:
+        return str(self.clients[0].server)
+
+    def close(self) -> None:
+        """Disconnect every client (each reconnects if used again)."""
+        for client in self.clients:
+            client.disconnect_all()
+
+    def __repr__(self) -> str:
+        return f"<PylibmcPool of {len(self.clients)} clients for {self.server}>"
 
 
 def pipelined_add(client: Any) -> Any:
     """The client's ``add_many`` (all of a round's adds in one call) if it is a pylibmc client
-    from :func:`pylibmc_client`, else None."""
-    if _client_class is not None and isinstance(client, _client_class):
+    or pool from :func:`pylibmc_client`, else None."""
+    if isinstance(client, PylibmcPool) or (
+        _client_class is not None and isinstance(client, _client_class)
+    ):
         return client.add_many
     return None
+
+
+def is_pool(client: Any) -> bool:
+    """Whether ``client`` is a :class:`PylibmcPool` (safe to call from several threads)."""
+    return isinstance(client, PylibmcPool)
 
 
 def check_client(client: Any) -> None:

@@ -47,8 +47,13 @@ class _Node:
         self.client = client
         self.hash_client = hash_client
         self.retrying = retrying
-        # One call at a time on a connection that is not safe to share between threads.
-        self.lock = _pymemcache.connection_lock(client) if client is not None else None
+        # One call at a time on a connection that is not safe to share between threads (a
+        # PylibmcPool, like a PooledClient, gives each thread a connection of its own).
+        self.lock = (
+            None
+            if client is None or _pylibmc.is_pool(client)
+            else _pymemcache.connection_lock(client)
+        )
 
     def _call(self, op: str, *args: Any) -> Any:
         return self._run(op, getattr(self.client, op), *args)

@@ -469,6 +469,12 @@ def test_a_pool_works_for_every_cache_operation(server1: MemcachedServer) -> Non
     assert calls == [1, 1]
     pool.close()
     assert cache.get("b") is None  # reconnects on use
+    # pylibmc's other methods, each on a lent client; no private or made-up names.
+    assert pool.get_stats()[0][1]["pid"] == str(server1.pid).encode()
+    assert pool.touch(b"pool:none", 10) is False
+    for name in ("_idle_clients", "no_such_method", "behaviours_x"):
+        with pytest.raises(AttributeError, match=name):
+            getattr(pool, name)
 
 
 @real

@@ -19,6 +19,7 @@ under a lock, as it does a pymemcache ``Client``.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -264,6 +265,13 @@ class PylibmcPool:
 
     def delete(self, key: bytes) -> bool:
         return self._call("delete", key)  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        # Any other pylibmc method (get_stats, flush_all, touch, incr, ...) on a lent client.
+        if name.startswith("_") or not callable(getattr(self.clients[0], name, None)):
+            msg = f"{type(self).__name__!r} object has no attribute {name!r}"
+            raise AttributeError(msg)
+        return functools.partial(self._call, name)
 
     @property
     def behaviors(self) -> Any:

@@ -127,10 +127,11 @@ def test_get_many_set_many_delete_many(server1: MemcachedServer) -> None:
         stored = cache.set_many({"a": 1, b"b": [2], "c": None})
         got = cache.get_many(["a", b"b", "c", "missing"])
         deleted = cache.delete_many(["a", "missing"])
-        return stored, got, deleted, cache.get_many(["a", b"b"])
+        empty = cache.get_many([]), cache.set_many({}), cache.delete_many([])
+        return stored, got, deleted, cache.get_many(["a", b"b"]), empty
 
     result, stats = same(server1, script)
-    assert result == ([], {"a": 1, b"b": [2], "c": None}, True, {b"b": [2]})
+    assert result == ([], {"a": 1, b"b": [2], "c": None}, True, {b"b": [2]}, ({}, [], True))
     assert (stats.hits, stats.misses, stats.keys_fetched) == (4, 2, 6)
 
 
@@ -515,9 +516,16 @@ def test_compressed_values_differ_as_documented(server1: MemcachedServer) -> Non
     writer = track(Client(server1.address))
     Cache(writer, key_prefix=b"src:").set("v", "w" * 4096)
     packed = writer.get(b"src:v")
-    assert writer.set(b"z:good", zlib.compress(packed), flags=8, noreply=False)
-    assert writer.set(b"z:bad", b"not zlib", flags=8, noreply=False)
-    assert writer.set(b"z:plain", packed, noreply=False)
+    # Undocumented: max_value_size does not bound what pylibmc reads. A 9 KB item expands to
+    # 8 MiB (zlib reaches ~1000:1, so a 1 MiB item costs every reader ~1 GB).
+    bomb = zlib.compress(packed[:7] + b"w" * (8 * 2**20), 9)
+    for key, data, flags in [
+        (b"z:good", zlib.compress(packed), 8),
+        (b"z:bad", b"not zlib", 8),
+        (b"z:plain", packed, 0),
+        (b"z:bomb", bomb, 8),
+    ]:
+        assert writer.set(key, data, flags=flags, noreply=False)
     seen = {}
     for kind in KINDS:
         cache = Cache(client(kind, server1), key_prefix=b"z:")
@@ -526,11 +534,13 @@ def test_compressed_values_differ_as_documented(server1: MemcachedServer) -> Non
             outcome(cache.get_many, ["bad", "plain"]),
             cache.stats().errors,
             outcome(cache.get, "plain"),  # the server was not marked failed
+            outcome(lambda c: len(c.get("bomb")), cache),
         )
-    pm_good, pm_round, pm_errors, _ = seen["pymemcache"]
-    assert (pm_good[0], pm_round[0]) == ("DeserializationError", "DeserializationError")
-    assert (pm_errors, seen["pymemcache"][3]) == (0, "w" * 4096)
-    assert seen["pylibmc"] == ("w" * 4096, {}, 2, "w" * 4096)  # 'plain' lost with 'bad'
+    pm_good, pm_round, pm_errors, pm_plain, pm_bomb = seen["pymemcache"]
+    assert [pm_good[0], pm_round[0], pm_bomb[0]] == ["DeserializationError"] * 3
+    assert (pm_errors, pm_plain) == (0, "w" * 4096)
+    assert len(bomb) < 10_000 < DEFAULT_MAX_VALUE_SIZE
+    assert seen["pylibmc"] == ("w" * 4096, {}, 2, "w" * 4096, 8 * 2**20)  # 'plain' lost too
 
 
 # -- cached functions, asyncio, threads ----------------------------------------------------------

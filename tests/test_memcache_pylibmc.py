@@ -290,6 +290,25 @@ def test_with_several_servers_one_multi_get_and_one_dead_server_fails_the_round(
 
 
 @real
+def test_a_restarted_server_of_three_is_used_again_under_steady_traffic(
+    servers3: list[MemcachedServer],
+) -> None:
+    # libmemcached would keep the failed server disabled while calls come sooner than its
+    # retry_timeout, and with it every round (one dead server fails the whole call).
+    cache = Cache(pylibmc_of(*servers3, timeout=0.5))
+    data = {f"k{i}": i for i in range(30)}
+    assert cache.set_many(data) == []
+    servers3[2].stop(graceful=False)
+    assert cache.get_many(list(data)) == {}
+    servers3[2].restart(graceful=False)
+    rounds = []
+    for _ in range(30):  # a request every 0.1 s, past the 2 s retry_timeout
+        rounds.append(cache.set_many(data) == [] and cache.get_many(list(data)) == data)
+        time.sleep(0.1)
+    assert rounds == [True] * 30
+
+
+@real
 def test_threads_share_one_client(server1: MemcachedServer) -> None:
     cache = Cache(pylibmc_of(server1))
     cache.set_many({f"t{i}": i for i in range(50)})

@@ -423,14 +423,7 @@ def test_a_server_stopped_mid_run(own_servers: dict[str, MemcachedServer], on_er
         assert "with on_error='miss' its keys would count as misses" in results[0][1]
 
 
-NEVER_BACK = pytest.mark.xfail(
-    strict=True,
-    reason="libmemcached keeps a failed server disabled while calls come sooner than its "
-    "retry_timeout (2 s): under steady traffic a restarted server is never used again",
-)
-
-
-@pytest.mark.parametrize("kind", ["pymemcache", pytest.param("pylibmc", marks=NEVER_BACK)])
+@pytest.mark.parametrize("kind", ["pymemcache", "pylibmc"])
 def test_a_restarted_server_is_used_again_under_steady_traffic(
     own_servers: dict[str, MemcachedServer], kind: str
 ) -> None:

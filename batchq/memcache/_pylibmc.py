@@ -72,6 +72,27 @@ def _raw(data: bytes, flags: int) -> bytes:
     return data
 
 
+def _reconnecting(call: Any) -> Any:
+    """``call`` as a method that, when libmemcached fails, drops the client's connections, and
+    with them libmemcached's record of failed servers, before raising. Without it, a server that
+    failed stays disabled while calls keep coming sooner than its ``retry_timeout``: under steady
+    traffic a restarted server would never be used again. pymemcache, too, simply tries again on
+    the next call. A refusal of the command (a missing key for ``cas``, an item too large) is an
+    answer, not a failure, and keeps the connections."""
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(self, *args, **kwargs)
+        except pylibmc.Error as e:
+            if not isinstance(e, (pylibmc.NotFound, pylibmc.DataExists, pylibmc.TooBig)):
+                self.disconnect_all()
+            raise
+
+    method.__name__ = getattr(call, "__name__", "method")
+    method.__doc__ = call.__doc__
+    return method
+
+
 _client_class: type[Any] | None = None
 
 
@@ -90,7 +111,7 @@ def _safe_class() -> type[Any]:
             # binding: the stored bytes come back with one Python call and no other work.
             serialize = staticmethod(_bytes_only)
             deserialize = staticmethod(_raw)
-            get_many = pylibmc.Client.get_multi
+            get_many = _reconnecting(pylibmc.Client.get_multi)
             close = pylibmc.Client.disconnect_all  # pymemcache's name, for the same cleanup code
 
             @property
@@ -98,6 +119,7 @@ def _safe_class() -> type[Any]:
                 # Named like a pymemcache client's server, for the Cache's name and messages.
                 return ", ".join(map(str, self.addresses))
 
+            @_reconnecting
             def set_many(
                 self, values: Mapping[bytes, bytes], expire: int = 0, noreply: object = None
             ) -> list[bytes]:
@@ -105,6 +127,7 @@ def _safe_class() -> type[Any]:
                 failed = self.set_multi(values, time=expire)
                 return list(failed) if failed else []
 
+            @_reconnecting
             def delete_many(self, keys: Iterable[bytes], noreply: object = None) -> bool:
                 """Delete the keys (missing ones included: pymemcache's ``delete_many``)."""
                 self.delete_multi(list(keys))
@@ -113,17 +136,20 @@ def _safe_class() -> type[Any]:
             # What cached(herd=True) and stale_ttl need: leases (add), cas tokens, and cas
             # write-backs, with pymemcache's names and results.
 
+            @_reconnecting
             def add(
                 self, key: bytes, value: bytes, expire: int = 0, noreply: object = None
             ) -> bool:
                 """Store only if the key is absent; whether it was stored."""
                 return bool(pylibmc.Client.add(self, key, value, time=expire))
 
+            @_reconnecting
             def add_many(self, values: Mapping[bytes, bytes], expire: int = 0) -> dict[bytes, bool]:
                 """``add`` each value in one call; which were stored."""
                 failed = set(self.add_multi(values, time=expire) or ())
                 return {key: key not in failed for key in values}
 
+            @_reconnecting
             def gets_many(self, keys: Iterable[bytes]) -> dict[bytes, tuple[bytes, int]]:
                 """``{key: (value, cas token)}`` of the keys found. pylibmc has no multi-key
                 gets: one ``get_multi`` finds the keys, then each found key's token is read
@@ -143,6 +169,7 @@ def _safe_class() -> type[Any]:
                         found[key] = (value, token)
                 return found
 
+            @_reconnecting
             def cas(
                 self, key: bytes, value: bytes, cas: int, expire: int = 0, noreply: object = None
             ) -> bool | None:

@@ -759,6 +759,21 @@ def test_bad_configuration_is_refused() -> None:
         cache.set_many([("a", 1)])  # type: ignore[arg-type]
 
 
+def test_ttls_are_what_memcached_carries_alike_on_every_client() -> None:
+    cache = Cache()
+    for bad in (2**31, 2**32 + 3, 10**30):
+        for write in (
+            lambda bad=bad: cache.set("k", 1, ttl=bad),
+            lambda bad=bad: cache.set_many({"k": 1}, ttl=bad),
+            lambda bad=bad: cache.cached(ttl=bad),
+        ):
+            with pytest.raises(ValueError, match=rf"at most 2147483647 .*unix time.*got {bad}"):
+                write()
+    assert cache.get("k") is None  # nothing was written
+    assert cache.set("k", 1, ttl=2**31 - 1) is True  # a unix time in 2038
+    assert cache.get("k") == 1
+
+
 def test_default_client_is_local_and_stats_reset() -> None:
     with Cache() as cache:
         assert isinstance(cache.client, LocalClient)

@@ -713,12 +713,28 @@ def test_other_processes_writes_reach_the_tier_after_local_ttl() -> None:
         ({"herd": "yes"}, TypeError, r"herd=...\) is True or False, got 'yes'"),
         ({"local_ttl": -1}, ValueError, r"local_ttl=...\) takes seconds >= 0"),
         ({"local_ttl": 1, "local_max": 0}, ValueError, r"local_max=...\).*got 0"),
+        # Seconds from now, so at most 30 days: memcached reads more as a unix time (a lease
+        # of 31 days would be one in 1970, already expired: no caller would ever wait).
+        ({"lease_ttl": 31 * 86400}, ValueError, r"lease_ttl=...\) takes at most 2592000"),
+        ({"none_ttl": 2592001}, ValueError, r"none_ttl=...\) takes at most 2592000 .*2592001"),
+        (
+            {"ttl": 20 * 86400, "stale_ttl": 11 * 86400},
+            ValueError,
+            r"ttl=1728000, stale_ttl=950400\).*at most 2592000 seconds",
+        ),
+        ({"ttl": 40 * 86400, "herd": True}, ValueError, r"ttl \+ stale_ttl is how long.*30 days"),
     ],
 )
 def test_bad_options_are_clear_errors(kwargs: dict[str, Any], error: type, match: str) -> None:
     cache = Cache(LocalClient())
     with pytest.raises(error, match=match):
         cache.cached(**kwargs)
+
+
+def test_the_longest_options_are_taken() -> None:
+    cache = Cache(LocalClient())
+    cache.cached(ttl=20 * 86400, stale_ttl=10 * 86400, lease_ttl=2592000, none_ttl=2592000)
+    cache.cached(ttl=2**31 - 1)  # no herd: a unix time, as memcached reads it
 
 
 def test_localclient_cas_follows_memcached() -> None:

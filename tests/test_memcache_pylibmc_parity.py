@@ -308,16 +308,26 @@ def test_a_short_ttl_expires_on_both(server1: MemcachedServer) -> None:
 TTLS = (2**31, 2**32 - 1, 2**63 - 1, 10**30)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Cache accepts any ttl >= 0; at 2**31 and over pymemcache's text command "
-    "and pylibmc's 32-bit binary field disagree (expired at once vs 2038, or an error)",
-)
-def test_a_ttl_memcached_cannot_carry_is_treated_the_same(server1: MemcachedServer) -> None:
+def test_a_ttl_memcached_cannot_carry_is_refused_before_sending(
+    server1: MemcachedServer,
+) -> None:
+    # At 2**31 and over, pymemcache's text command stores the key already expired and pylibmc's
+    # 32-bit binary field a time in 2038 (or another ttl): the Cache refuses them on both.
     def script(cache: Cache) -> Any:
         return [outcome(write_read, cache, f"t{ttl}", 1, ttl) for ttl in TTLS]
 
-    same(server1, script)
+    results, stats = same(server1, script)
+    assert [r[0] for r in results] == ["ValueError"] * len(TTLS)
+    assert all("at most 2147483647" in r[1] for r in results)
+    assert stats.sets == 0  # nothing was sent
+
+
+def test_the_largest_ttl_is_a_unix_time_on_both(server1: MemcachedServer) -> None:
+    def script(cache: Cache) -> Any:
+        return write_read(cache, "t", 1, 2**31 - 1), write_read(cache, "past", 1, 2592001)
+
+    # 2**31 - 1 is a unix time in 2038: kept; 2592001 one in 1970: already expired.
+    assert same(server1, script)[0] == ((True, 1), (True, None))
 
 
 def test_unicode_and_bytes_keys(server1: MemcachedServer) -> None:

@@ -38,6 +38,7 @@ from ._routing import OneRoute, Servers, _Job
 from ._run import WriteGate, peek_run_state, run_state
 from ._serde import DEFAULT_MAX_VALUE_SIZE, JsonSerde, Serde
 from ._stats import CacheStats, _Counters
+from ._ttl import check_ttl
 
 # Mapping is invariant in its keys: accept dict[str, X] and dict[bytes, X] as well as mixed.
 _Values = Mapping[str, Any] | Mapping[bytes, Any] | Mapping[str | bytes, Any]
@@ -322,7 +323,7 @@ class Cache:
 
     def _set_asynq(self, key: str | bytes, value: Any, ttl: int | None = None) -> WriteItem:
         raw = self.encode_key(key)
-        return self._write(key, raw, self._pack(key, value), _check_ttl(ttl))
+        return self._write(key, raw, self._pack(key, value), check_ttl(ttl))
 
     def _set_many_asynq(
         self, values: _Values, ttl: int | None = None
@@ -330,7 +331,7 @@ class Cache:
         if not isinstance(values, Mapping):
             msg = f"set_many takes a mapping key -> value, got {values!r}"
             raise TypeError(msg)
-        seconds = _check_ttl(ttl)
+        seconds = check_ttl(ttl)
         # Check and serialize everything before queuing anything: a bad value writes nothing.
         packed = [(k, self.encode_key(k), self._pack(k, v)) for k, v in values.items()]
         items = [self._write(k, raw, data, seconds) for k, raw, data in packed]
@@ -387,7 +388,7 @@ class Cache:
                 f"(got {ttl!r})"
             )
             raise TypeError(msg)
-        seconds = _check_ttl(ttl)
+        seconds = check_ttl(ttl)
         if key is not None and not callable(key):
             msg = f"cached(key=...) takes a function of the call's arguments, got {key!r}"
             raise TypeError(msg)
@@ -466,15 +467,3 @@ def _key_list(keys: Iterable[str | bytes], op: str) -> list[str | bytes]:
         )
         raise TypeError(msg)
     return list(keys)
-
-
-def _check_ttl(ttl: Any) -> int:
-    if ttl is None:
-        return 0
-    if isinstance(ttl, bool) or not isinstance(ttl, int):
-        msg = f"ttl must be a whole number of seconds (0: no expiry), got {ttl!r}"
-        raise TypeError(msg)
-    if ttl < 0:
-        msg = f"ttl must be 0 (no expiry) or a positive number of seconds, got {ttl!r}"
-        raise ValueError(msg)
-    return ttl

@@ -58,6 +58,7 @@ from ._record import HERD_MAGIC, Record, pack_record, parse_record
 from ._routing import _Job, _Node, as_server_error
 from ._run import run_state
 from ._tier import LocalTier, discard, register
+from ._ttl import MAX_RELATIVE_TTL, check_duration
 
 if TYPE_CHECKING:
     from ._cache import Cache
@@ -73,7 +74,6 @@ __all__ = [
 
 _log = logging.getLogger("batchq.memcache")
 
-_MAX_RELATIVE_TTL: Final = 60 * 60 * 24 * 30  # memcached reads a larger expiry as a unix time
 
 TOMBSTONE_TTL: Final = 60
 """Seconds a tombstone (an invalidation where nothing was stored) lives: longer than any sane
@@ -125,9 +125,9 @@ def make_policy(
     if not isinstance(herd, bool):
         msg = f"cached(herd=...) is True or False, got {herd!r}"
         raise TypeError(msg)
-    stale = _seconds("stale_ttl", stale_ttl)
-    nones = None if none_ttl is None else _seconds("none_ttl", none_ttl)
-    lease = _seconds("lease_ttl", lease_ttl)
+    stale = check_duration("stale_ttl", stale_ttl)
+    nones = None if none_ttl is None else check_duration("none_ttl", none_ttl)
+    lease = check_duration("lease_ttl", lease_ttl)
     if lease < 1:
         msg = (
             f"cached(lease_ttl={lease_ttl!r}): a lease lasts at least 1 second (memcached's "
@@ -143,21 +143,19 @@ def make_policy(
     herd = herd or stale > 0
     if not herd and nones is None and not local_ttl:
         return None
+    if ttl + stale > MAX_RELATIVE_TTL:
+        # These writes are always seconds from now: a larger expiry would be a unix time.
+        msg = (
+            f"cached(ttl={ttl!r}, stale_ttl={stale!r}) with herd, stale_ttl, none_ttl or "
+            f"local_ttl: ttl + stale_ttl is how long memcached keeps the value, at most "
+            f"{MAX_RELATIVE_TTL} seconds (30 days); pass a shorter ttl"
+        )
+        raise ValueError(msg)
     tier = None
     if local_ttl:
         tier = LocalTier(local_max, float(local_ttl))
         register(cache, tier)
     return Policy(ttl, stale, nones, lease, herd, tier)
-
-
-def _seconds(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"cached({name}=...) takes a whole number of seconds, got {value!r}"
-        raise TypeError(msg)
-    if value < 0:
-        msg = f"cached({name}=...) takes a number of seconds >= 0, got {value!r}"
-        raise ValueError(msg)
-    return value
 
 
 # -- per-Cache state ------------------------------------------------------------------------------
@@ -353,7 +351,7 @@ def _invalidations(node: _Node, items: list[_HerdItem]) -> None:
                 data = pack_record(rec.inner, now, stale_until - now, invalidated=True)
                 ttl = 0
                 if math.isfinite(stale_until):
-                    ttl = min(max(1, math.ceil(stale_until - now)), _MAX_RELATIVE_TTL)
+                    ttl = min(max(1, math.ceil(stale_until - now)), MAX_RELATIVE_TTL)
                 sets.setdefault(ttl, {})[item.raw] = data
                 continue
         # A tombstone: nothing fresh, nothing stale, and a write-back in flight fails.
@@ -722,10 +720,10 @@ def _write_back(
         # invalidation leaves a tombstone either way. The plain envelope keeps the warm read of a
         # protected function the same as a plain cached one's.
         data = inner
-        hard = min(ttl, _MAX_RELATIVE_TTL)
+        hard = min(ttl, MAX_RELATIVE_TTL)
     else:
         data = _stale_record(policy, ttl, inner)
-        hard = 0 if ttl == 0 else min(ttl + policy.stale_ttl, _MAX_RELATIVE_TTL)
+        hard = 0 if ttl == 0 else min(ttl + policy.stale_ttl, MAX_RELATIVE_TTL)
     discard(cache, raw)
     _request(cache, "write", key, raw, data=data, ttl=hard, cas=token)
     if lease is not None:

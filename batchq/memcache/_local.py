@@ -17,14 +17,13 @@ from typing import Any
 from ._errors import CommandError
 from ._keys import encode_key
 from ._serde import DEFAULT_MAX_VALUE_SIZE, JsonSerde, Serde, check_value_size
+from ._ttl import MAX_RELATIVE_TTL
 
 # Mapping is invariant in its keys: accept dict[str, X] and dict[bytes, X] as well as mixed.
 _Values = Mapping[str, Any] | Mapping[bytes, Any] | Mapping[str | bytes, Any]
 
 __all__ = ["LocalClient"]
 
-# memcached reads an expiry above 30 days as an absolute unix time, not a number of seconds.
-_RELATIVE_EXPIRE_LIMIT = 60 * 60 * 24 * 30
 _UINT64 = 2**64
 _COUNTER = re.compile(rb"[ \t\n\v\f\r]*([+-]?)([0-9]+)(?:[ \t\n\v\f\r\x00]|\Z)")
 
@@ -254,7 +253,7 @@ class LocalClient:
         if expire < 0:
             # memcached stores the item already expired: it replaces the old value, then misses.
             return float("-inf")
-        if expire > _RELATIVE_EXPIRE_LIMIT:
+        if expire > MAX_RELATIVE_TTL:
             return float(expire)
         return self.clock() + expire
 

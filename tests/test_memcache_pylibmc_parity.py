@@ -76,7 +76,7 @@ def outcome(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     except Exception as e:
         text = re.sub(r"127\.0\.0\.1:\d+", "SERVER", str(e))
         text = re.sub(r"b'[0-9a-f]{8}:'", "PREFIX", text)  # fresh() prefixes
-        text = re.sub(r"failed: .*?; it is", "failed: CAUSE; it is", text)
+        text = re.sub(r"failed: .*?; it ", "failed: CAUSE; it ", text)
         return (type(e).__name__, text)
 
 
@@ -270,6 +270,10 @@ def test_a_value_over_the_servers_item_size(server1: MemcachedServer) -> None:
     (written, got, raised), stats = same(server1, script, max_value_size=2 * 2**20)
     assert (written, got) == ((False, None), None)
     assert raised[0] == "ServerError"
+    # An answer, not a dead server: the message says so, and what to change.
+    assert "answered the command with an error" in raised[1]
+    assert "max_value_size" in raised[1]
+    assert "it is down" not in raised[1]
     assert (stats.write_failures, stats.errors, stats.servers[0].errors) == (1, 1, 1)
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "available",
     "check_client",
     "is_pool",
+    "is_refusal",
     "pipelined_add",
     "pylibmc_client",
 ]
@@ -325,6 +326,11 @@ def pipelined_add(client: Any) -> Any:
     ):
         return client.add_many
     return None
+
+
+def is_refusal(error: BaseException) -> bool:
+    """Whether libmemcached's error is the server's answer (an item too large), not a failure."""
+    return pylibmc is not None and isinstance(error, pylibmc.TooBig)
 
 
 def is_pool(client: Any) -> bool:

@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Final
 
+from pymemcache import exceptions as pymemcache_exceptions
 from pymemcache import serde as pymemcache_serde
 from pymemcache.client.base import PooledClient
 from pymemcache.client.hash import HashClient
@@ -30,6 +31,7 @@ __all__ = [
     "hash_call",
     "is_legacy_default",
     "is_legacy_pickle",
+    "is_refusal",
     "compressed_inner",
     "connection_lock",
     "pipelined_add",
@@ -216,6 +218,15 @@ def pipelined_add(client: Any) -> Callable[[dict[bytes, bytes], int], dict[bytes
         return store(b"add", values, ttl, False)  # type: ignore[no-any-return]
 
     return add
+
+
+def is_refusal(error: BaseException) -> bool:
+    """Whether the server answered with an error (SERVER_ERROR, CLIENT_ERROR), rather than
+    failing to answer (a closed connection is a failure)."""
+    return isinstance(
+        error,
+        (pymemcache_exceptions.MemcacheServerError, pymemcache_exceptions.MemcacheClientError),
+    ) and not isinstance(error, pymemcache_exceptions.MemcacheUnexpectedCloseError)
 
 
 def server_name(client: Any) -> str:

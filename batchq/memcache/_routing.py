@@ -216,10 +216,14 @@ def as_server_error(node: _Node, error: Exception, miss: bool) -> BaseException:
             if miss
             else "check the server; with on_error='miss' its keys would count as misses instead"
         )
-        msg = (
-            f"memcached server {node.name} failed: {type(error).__name__}: {error}; it is down, "
-            f"refusing connections or slower than the client's timeout: {then}"
-        )
+        if _pymemcache.is_refusal(error) or _pylibmc.is_refusal(error):
+            why = (
+                "it answered the command with an error (an item over its size limit, "
+                "memcached -I, is refused so: set the Cache's max_value_size below it)"
+            )
+        else:
+            why = "it is down, refusing connections or slower than the client's timeout"
+        msg = f"memcached server {node.name} failed: {type(error).__name__}: {error}; {why}: {then}"
         wrapped = ServerError(msg)
         wrapped.__cause__ = error
         return wrapped

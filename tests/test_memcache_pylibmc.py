@@ -290,12 +290,15 @@ def test_with_several_servers_one_multi_get_and_one_dead_server_fails_the_round(
 
 
 @real
+@pytest.mark.parametrize("pool_size", [1, 2])
 def test_a_restarted_server_of_three_is_used_again_under_steady_traffic(
-    servers3: list[MemcachedServer],
+    servers3: list[MemcachedServer], pool_size: int
 ) -> None:
     # libmemcached would keep the failed server disabled while calls come sooner than its
-    # retry_timeout, and with it every round (one dead server fails the whole call).
-    cache = Cache(pylibmc_of(*servers3, timeout=0.5))
+    # retry_timeout, and with it every round (one dead server fails the whole call). Each of a
+    # pool's clients recovers the same way.
+    addresses = [f"127.0.0.1:{s.port}" for s in servers3]
+    cache = Cache(track(pylibmc_client(addresses, timeout=0.5, pool_size=pool_size)))
     data = {f"k{i}": i for i in range(30)}
     assert cache.set_many(data) == []
     servers3[2].stop(graceful=False)
@@ -309,26 +312,30 @@ def test_a_restarted_server_of_three_is_used_again_under_steady_traffic(
 
 
 @real
-def test_threads_share_one_client(server1: MemcachedServer) -> None:
-    cache = Cache(pylibmc_of(server1))
-    cache.set_many({f"t{i}": i for i in range(50)})
+def read_in_threads(cache: Cache, threads: int, rounds: int, keys: int) -> list[BaseException]:
+    """Write ``keys`` keys, then read them all back ``rounds`` times in each of ``threads``
+    threads at once; what any read raised (a wrong value included)."""
+    data = {f"t{i}": i for i in range(keys)}
+    cache.set_many(data)
     errors: list[BaseException] = []
 
     def work() -> None:
         try:
-            for _ in range(20):
-                assert cache.get_many([f"t{i}" for i in range(50)]) == {
-                    f"t{i}": i for i in range(50)
-                }
+            for _ in range(rounds):
+                assert cache.get_many(list(data)) == data
         except BaseException as e:
             errors.append(e)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for t in workers:
         t.start()
-    for t in threads:
+    for t in workers:
         t.join()
-    assert errors == []
+    return errors
+
+
+def test_threads_share_one_client(server1: MemcachedServer) -> None:
+    assert read_in_threads(Cache(pylibmc_of(server1)), threads=4, rounds=20, keys=50) == []
 
 
 class HoldingProxy:
@@ -422,14 +429,12 @@ def test_a_single_client_sends_one_request_at_a_time(server1: MemcachedServer) -
 def test_a_pool_lends_each_client_to_one_thread_at_a_time(server1: MemcachedServer) -> None:
     # More threads than clients: they wait for one; no client ever serves two threads at once.
     pool = track(pylibmc_client([f"127.0.0.1:{server1.port}"], pool_size=2))
-    cache = Cache(pool)
-    cache.set_many({f"q{i}": i for i in range(30)})
     busy: dict[int, int] = {}
     most: list[int] = [0, 0]  # the most uses of one client at once; of all clients at once
     lock = threading.Lock()
     for client in pool.clients:
 
-        def get_multi(keys: Any, _client: Any = client, _real: Any = client.get_multi) -> Any:
+        def get_many(keys: Any, _client: Any = client, _real: Any = client.get_many) -> Any:
             with lock:
                 busy[id(_client)] = busy.get(id(_client), 0) + 1
                 most[:] = [max(most[0], busy[id(_client)]), max(most[1], sum(busy.values()))]
@@ -440,24 +445,8 @@ def test_a_pool_lends_each_client_to_one_thread_at_a_time(server1: MemcachedServ
                 with lock:
                     busy[id(_client)] -= 1
 
-        client.get_multi = get_multi
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            for _ in range(30):
-                assert cache.get_many([f"q{i}" for i in range(30)]) == {
-                    f"q{i}": i for i in range(30)
-                }
-        except BaseException as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=work) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+        client.get_many = get_many
+    assert read_in_threads(Cache(pool), threads=6, rounds=30, keys=30) == []
     assert most == [1, 2]
     assert sorted(map(id, pool._idle)) == sorted(map(id, pool.clients))  # all given back
 

@@ -261,7 +261,7 @@ class PylibmcPool:
                 ready.notify()
 
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
-        return self._call("get_multi", keys)  # type: ignore[no-any-return]
+        return self._call("get_many", keys)  # type: ignore[no-any-return]
 
     def set_many(
         self, values: Mapping[bytes, bytes], expire: int = 0, noreply: object = None

@@ -290,6 +290,27 @@ def test_with_several_servers_one_multi_get_and_one_dead_server_fails_the_round(
 
 
 @real
+def test_writes_alone_reach_a_server_restarted_after_many_failures(
+    server1: MemcachedServer,
+) -> None:
+    # After five failures in a row libmemcached would mark the server dead until its
+    # retry_timeout passed without calls; a write every 0.1 s never leaves such a gap.
+    cache = Cache(pylibmc_of(server1, timeout=0.5))
+    server1.stop(graceful=False)
+    failed = []
+    for _ in range(8):
+        failed.append(cache.set("k", 1))
+        time.sleep(0.1)
+    server1.restart(graceful=False)
+    stored = []
+    for _ in range(5):
+        stored.append(cache.set("k", 2))
+        time.sleep(0.1)
+    assert (failed, stored) == ([False] * 8, [True] * 5)
+    assert cache.get("k") == 2
+
+
+@real
 @pytest.mark.parametrize("pool_size", [1, 2])
 def test_a_restarted_server_of_three_is_used_again_under_steady_traffic(
     servers3: list[MemcachedServer], pool_size: int

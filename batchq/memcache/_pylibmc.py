@@ -227,6 +227,10 @@ def pylibmc_client(
         "send_timeout": max(1, round(timeout * 1_000_000)),  # microseconds
         "receive_timeout": max(1, round(timeout * 1_000_000)),
         "_poll_timeout": max(1, round(timeout * 1000)),  # milliseconds
+        # Never mark a server dead for good: after failure_limit (5) failures in a row,
+        # libmemcached disables it until retry_timeout passes without calls, which under
+        # steady traffic is never. With _reconnecting, each call tries again, as pymemcache.
+        "failure_limit": 2**31 - 1,
     }
     chosen.update(behaviors or {})
     client = cls(list(servers), binary=binary, behaviors=chosen)

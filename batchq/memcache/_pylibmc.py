@@ -214,9 +214,22 @@ class PylibmcPool:
     """
 
     def __init__(self, client: Any, size: int) -> None:
+        check_client(client)  # a plain pylibmc.Client would unpickle what it reads
+        if pylibmc is None or not isinstance(client, _safe_class()):
+            msg = (
+                f"PylibmcPool takes a client made by batchq.memcache.pylibmc_client(servers), "
+                f"got {client!r}; pylibmc_client(servers, pool_size=n) makes the pool itself"
+            )
+            raise TypeError(msg)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            msg = f"PylibmcPool(client, size): size is how many clients, an int >= 1, got {size!r}"
+            raise ValueError(msg)
         self.clients: list[Any] = [client] + [client.clone() for _ in range(size - 1)]
         self._idle = list(self.clients)
         self._ready = threading.Condition(threading.Lock())
+        # Clients that were lent out when close() was called: each is disconnected by the thread
+        # that gives it back (libmemcached crashes when a thread disconnects a client in use).
+        self._to_close: set[int] = set()
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         ready = self._ready
@@ -228,6 +241,20 @@ class PylibmcPool:
             return getattr(client, name)(*args, **kwargs)
         finally:
             with ready:
+                closing = id(client) in self._to_close
+                if not closing:
+                    self._idle.append(client)
+                    ready.notify()
+            if closing:
+                self._close_returned(client)
+
+    def _close_returned(self, client: Any) -> None:
+        ready = self._ready
+        try:
+            client.disconnect_all()  # still lent to this thread alone
+        finally:
+            with ready:
+                self._to_close.discard(id(client))
                 self._idle.append(client)
                 ready.notify()
 
@@ -274,9 +301,20 @@ class PylibmcPool:
         return str(self.clients[0].server)
 
     def close(self) -> None:
-        """Disconnect every client (each reconnects if used again)."""
-        for client in self.clients:
-            client.disconnect_all()
+        """Disconnect every client (each reconnects if used again). A client that a thread is
+        using is disconnected when that thread gives it back, never under it."""
+        ready = self._ready
+        with ready:
+            idle, self._idle = self._idle, []
+            self._to_close.update(id(c) for c in self.clients)
+            self._to_close.difference_update(id(c) for c in idle)
+        try:
+            for client in idle:
+                client.disconnect_all()
+        finally:
+            with ready:
+                self._idle.extend(idle)
+                ready.notify_all()
 
     def __repr__(self) -> str:
         return f"<PylibmcPool of {len(self.clients)} clients for {self.server}>"

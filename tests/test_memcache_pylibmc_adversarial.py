@@ -134,3 +134,35 @@ def test_an_error_inside_a_call_gives_the_client_back(
     for client in pool.clients:
         del client.get_multi
     assert cache.get("k") == 1
+
+
+# -- a server that restarts while the clients are in use ------------------------------------------
+
+
+@real
+def test_a_pool_uses_a_restarted_server_again_while_calls_keep_coming(
+    server1: MemcachedServer,
+) -> None:
+    # libmemcached 1.0 (pylibmc's wheel) tries a failed server again once retry_timeout has
+    # passed *without calls*: a client asked more often than that never did, so a busy process
+    # read misses until it restarted. The pool swaps such a client for a fresh clone.
+    pool = track(
+        pylibmc_client([address(server1)], timeout=0.5, behaviors={"retry_timeout": 1}, pool_size=3)
+    )
+    cache = Cache(pool)
+    assert cache.set("k", 1) is True
+    before = list(pool.clients)
+    server1.stop(graceful=False)
+    assert cache.set("k", 2) is False
+    server1.restart(graceful=False)
+    tries = 0
+    while cache.set("k", 3) is not True:
+        tries += 1
+        # Every 0.25 s, well inside retry_timeout; 40 tries span 10 retry_timeouts.
+        assert tries < 40, "the pool never tried the restarted server again"
+        threading.Event().wait(0.25)
+    assert tries >= 1  # the server was refused for a while: the case under test
+    assert cache.get("k") == 3
+    assert len(pool.clients) == 3
+    assert sum(c not in before for c in pool.clients) == 1  # the one stuck client, replaced
+    assert sorted(map(id, pool._idle)) == sorted(map(id, pool.clients))

@@ -20,6 +20,7 @@ under a lock, as it does a pymemcache ``Client``.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -209,8 +210,11 @@ class PylibmcPool:
 
     A call takes an idle client (the one used last: its connections are warm), or waits for one;
     the clients are clones of the first, made up front (libmemcached connects on first use). The
-    Cache calls it without a lock of its own. Each client keeps its own record of failed servers,
-    so a dead server costs each client its timeout once.
+    Cache calls it without a lock of its own. Each client keeps its own record of failed servers;
+    one that libmemcached has refused a server for longer than its retry_timeout is replaced by
+    a fresh clone, so that each client tries a dead server once per retry_timeout and uses it
+    again once it is back (see ``_after_fault``). ``close()`` leaves a client that a thread is
+    using to that thread, which disconnects it when it gives it back.
     """
 
     def __init__(self, client: Any, size: int) -> None:
@@ -230,6 +234,8 @@ class PylibmcPool:
         # Clients that were lent out when close() was called: each is disconnected by the thread
         # that gives it back (libmemcached crashes when a thread disconnects a client in use).
         self._to_close: set[int] = set()
+        # When each client's last try of a failed server failed (see _after_fault).
+        self._tried: dict[int, float] = {}
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         ready = self._ready
@@ -239,6 +245,9 @@ class PylibmcPool:
             client = self._idle.pop()
         try:
             return getattr(client, name)(*args, **kwargs)
+        except FAULTS as e:
+            client = self._after_fault(client, e)
+            raise
         finally:
             with ready:
                 closing = id(client) in self._to_close
@@ -247,6 +256,34 @@ class PylibmcPool:
                     ready.notify()
             if closing:
                 self._close_returned(client)
+
+    def _after_fault(self, client: Any, error: BaseException) -> Any:
+        """The client to give back after ``error``: ``client``, or a fresh clone of it once
+        libmemcached has refused it a server for longer than its retry_timeout.
+
+        libmemcached 1.0 tries a failed server again only once its retry_timeout has passed
+        *without calls*: every call it refuses meanwhile (ServerDown) starts the wait again, so a
+        client in steady use never used a restarted server again. A clone starts with no record
+        of failures (disconnect_all keeps the record), so the next call connects again: one try
+        per retry_timeout, as libmemcached means it to be."""
+        now = time.monotonic()
+        ident = id(client)
+        if not isinstance(error, pylibmc.ServerDown):
+            self._tried[ident] = now  # a server was just tried, and failed
+            return client
+        since = self._tried.setdefault(ident, now)
+        if now - since < client.behaviors["retry_timeout"]:
+            return client
+        try:
+            fresh = client.clone()
+        except Exception:  # out of memory: keep the old one; the next fault tries again
+            return client
+        with self._ready:
+            self._tried.pop(ident, None)
+            self._to_close.discard(ident)  # the clone has no connections to close
+            self.clients[self.clients.index(client)] = fresh
+        client.disconnect_all()
+        return fresh
 
     def _close_returned(self, client: Any) -> None:
         ready = self._ready

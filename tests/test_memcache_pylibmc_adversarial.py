@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from memcache_fixtures import close_clients, needs_memcached, needs_pylibmc, server1, track
+from pymemcache.client.base import PooledClient
 
 from batchq.memcache import Cache, PylibmcPool, pylibmc_client
 from batchq.testing import MemcachedServer
@@ -166,3 +167,50 @@ def test_a_pool_uses_a_restarted_server_again_while_calls_keep_coming(
     assert len(pool.clients) == 3
     assert sum(c not in before for c in pool.clients) == 1  # the one stuck client, replaced
     assert sorted(map(id, pool._idle)) == sorted(map(id, pool.clients))
+
+
+# -- the herd path through a pool, next to pymemcache ---------------------------------------------
+
+
+@real
+def test_threads_on_a_pool_and_on_pymemcache_compute_each_key_once(
+    server1: MemcachedServer,
+) -> None:
+    # Leases are add and cas on the one server, whichever client sends them: threads of one
+    # process, half on a PylibmcPool and half on a pymemcache PooledClient, share them.
+    caches = [
+        Cache(track(pylibmc_client([address(server1)], pool_size=4)), key_prefix="mix:"),
+        Cache(track(PooledClient(server1.address, max_pool_size=4, timeout=2)), key_prefix="mix:"),
+    ]
+    computed: Counter[int] = Counter()
+    lock = threading.Lock()
+    entered = threading.Barrier(8)
+    functions = []
+    for cache in caches:
+
+        @cache.cached(ttl=60, herd=True, key=lambda k: f"k{k}")
+        def value(k: int) -> int:
+            with lock:
+                computed[k] += 1
+            threading.Event().wait(0.05)  # long enough for the other threads to miss too
+            return k * 10
+
+        functions.append(value)
+    results: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            entered.wait(10)
+            results.append([functions[i % 2](k) for k in range(8)])
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert results == [[k * 10 for k in range(8)]] * 8
+    assert computed == dict.fromkeys(range(8), 1)

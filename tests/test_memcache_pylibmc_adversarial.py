@@ -12,7 +12,8 @@ import pytest
 from memcache_fixtures import close_clients, needs_memcached, needs_pylibmc, server1, track
 from pymemcache.client.base import PooledClient
 
-from batchq.memcache import Cache, PylibmcPool, pylibmc_client
+from batchq.memcache import Cache, PylibmcPool, SerializationError, pylibmc_client
+from batchq.memcache._herd import lease_key
 from batchq.testing import MemcachedServer
 
 try:
@@ -214,3 +215,20 @@ def test_threads_on_a_pool_and_on_pymemcache_compute_each_key_once(
     assert errors == []
     assert results == [[k * 10 for k in range(8)]] * 8
     assert computed == dict.fromkeys(range(8), 1)
+
+
+@real
+def test_a_value_the_serde_refuses_releases_the_lease(server1: MemcachedServer) -> None:
+    # The winner's value cannot be stored (JSON has no tuple): the caller gets the error, and the
+    # lease goes, as after a failing compute; kept, it made every other caller wait lease_ttl.
+    pool = track(pylibmc_client([address(server1)], pool_size=2))
+    cache = Cache(pool, key_prefix="ser:")
+
+    @cache.cached(ttl=60, herd=True, lease_ttl=30, key=lambda k: f"t{k}")
+    def pair(k: int) -> Any:
+        return (k, k)
+
+    with pytest.raises(SerializationError, match=r"value is a tuple"):
+        pair(1)
+    lease = lease_key(cache, cache.encode_key("t1"))
+    assert pool.add(lease, b"1", 30) is True  # nobody holds it: the next caller can take it

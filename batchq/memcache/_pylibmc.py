@@ -14,7 +14,8 @@ so with a pylibmc client a dead server fails the round of every server, where py
 ``HashClient`` fails only its own keys (docs/memcache.md says which client to pick).
 
 Threads: a pylibmc ``Client`` owns its connections and is not thread-safe, so the Cache calls it
-under a lock, as it does a pymemcache ``Client``.
+under a lock, as it does a pymemcache ``Client``. A :class:`PylibmcPool` lends each of its clients
+to one thread at a time, and the Cache calls it without a lock.
 """
 
 from __future__ import annotations

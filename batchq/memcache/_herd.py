@@ -694,7 +694,12 @@ def _fill(
         if won:
             _request(cache, "release", key, raw, lease=lease)  # errors are never cached
         raise
-    inner = _pack_or_none(cache, key, value)
+    try:
+        inner = _pack_or_none(cache, key, value)
+    except Exception:
+        if won:
+            _request(cache, "release", key, raw, lease=lease)  # a value the serde refuses
+        raise
     if inner is None:
         if won:
             _request(cache, "release", key, raw, lease=lease)

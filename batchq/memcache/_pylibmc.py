@@ -14,7 +14,8 @@ so with a pylibmc client a dead server fails the round of every server, where py
 ``HashClient`` fails only its own keys (docs/memcache.md says which client to pick).
 
 Threads: a pylibmc ``Client`` owns its connections and is not thread-safe, so the Cache calls it
-under a lock, as it does a pymemcache ``Client``.
+under a lock, as it does a pymemcache ``Client``. A :class:`PylibmcPool` lends each of its clients
+to one thread at a time, and the Cache calls it without a lock.
 """
 
 from __future__ import annotations
@@ -112,7 +113,11 @@ def _safe_class() -> type[Any]:
             # binding: the stored bytes come back with one Python call and no other work.
             serialize = staticmethod(_bytes_only)
             deserialize = staticmethod(_raw)
-            get_many = _reconnecting(pylibmc.Client.get_multi)
+
+            @_reconnecting
+            def get_many(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+                return self.get_multi(keys)  # type: ignore[no-any-return]
+
             close = pylibmc.Client.disconnect_all  # pymemcache's name, for the same cleanup code
 
             @property
@@ -242,14 +247,28 @@ class PylibmcPool:
 
     A call takes an idle client (the one used last: its connections are warm), or waits for one;
     the clients are clones of the first, made up front (libmemcached connects on first use). The
-    Cache calls it without a lock of its own. Each client keeps its own record of failed servers,
-    so a dead server costs each client its timeout once.
+    Cache calls it without a lock of its own. Each client recovers from a failed server on its
+    own (see ``_reconnecting``). ``close()`` leaves a client that a thread is using to that
+    thread, which disconnects it when it gives it back.
     """
 
     def __init__(self, client: Any, size: int) -> None:
+        check_client(client)  # a plain pylibmc.Client would unpickle what it reads
+        if pylibmc is None or not isinstance(client, _safe_class()):
+            msg = (
+                f"PylibmcPool takes a client made by batchq.memcache.pylibmc_client(servers), "
+                f"got {client!r}; pylibmc_client(servers, pool_size=n) makes the pool itself"
+            )
+            raise TypeError(msg)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            msg = f"PylibmcPool(client, size): size is how many clients, an int >= 1, got {size!r}"
+            raise ValueError(msg)
         self.clients: list[Any] = [client] + [client.clone() for _ in range(size - 1)]
         self._idle = list(self.clients)
         self._ready = threading.Condition(threading.Lock())
+        # Clients that were lent out when close() was called: each is disconnected by the thread
+        # that gives it back (libmemcached crashes when a thread disconnects a client in use).
+        self._to_close: set[int] = set()
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         ready = self._ready
@@ -261,6 +280,20 @@ class PylibmcPool:
             return getattr(client, name)(*args, **kwargs)
         finally:
             with ready:
+                closing = id(client) in self._to_close
+                if not closing:
+                    self._idle.append(client)
+                    ready.notify()
+            if closing:
+                self._close_returned(client)
+
+    def _close_returned(self, client: Any) -> None:
+        ready = self._ready
+        try:
+            client.disconnect_all()  # still lent to this thread alone
+        finally:
+            with ready:
+                self._to_close.discard(id(client))
                 self._idle.append(client)
                 ready.notify()
 
@@ -314,9 +347,20 @@ class PylibmcPool:
         return str(self.clients[0].server)
 
     def close(self) -> None:
-        """Disconnect every client (each reconnects if used again)."""
-        for client in self.clients:
-            client.disconnect_all()
+        """Disconnect every client (each reconnects if used again). A client that a thread is
+        using is disconnected when that thread gives it back, never under it."""
+        ready = self._ready
+        with ready:
+            idle, self._idle = self._idle, []
+            self._to_close.update(id(c) for c in self.clients)
+            self._to_close.difference_update(id(c) for c in idle)
+        try:
+            for client in idle:
+                client.disconnect_all()
+        finally:
+            with ready:
+                self._idle.extend(idle)
+                ready.notify_all()
 
     def __repr__(self) -> str:
         return f"<PylibmcPool of {len(self.clients)} clients for {self.server}>"

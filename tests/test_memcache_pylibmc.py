@@ -504,6 +504,8 @@ def test_a_pool_works_for_every_cache_operation(server1: MemcachedServer) -> Non
     for name in ("_idle_clients", "no_such_method", "behaviours_x"):
         with pytest.raises(AttributeError, match=name):
             getattr(pool, name)
+    with pytest.raises(AttributeError, match="get_stats"):  # not initialized: no recursion
+        PylibmcPool.__new__(PylibmcPool).get_stats  # noqa: B018
 
 
 @real

@@ -333,7 +333,9 @@ class PylibmcPool:
 
     def __getattr__(self, name: str) -> Any:
         # Any other pylibmc method (get_stats, flush_all, touch, incr, ...) on a lent client.
-        if name.startswith("_") or not callable(getattr(self.clients[0], name, None)):
+        # (Read through __dict__: on a pool not yet initialized, "clients" itself is missing.)
+        clients = self.__dict__.get("clients")
+        if name.startswith("_") or not clients or not callable(getattr(clients[0], name, None)):
             msg = f"{type(self).__name__!r} object has no attribute {name!r}"
             raise AttributeError(msg)
         return functools.partial(self._call, name)

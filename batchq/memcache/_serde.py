@@ -144,7 +144,10 @@ class JsonSerde:
         if kind is str:
             return value.encode("utf-8", errors="surrogatepass"), FLAG_TEXT
         if kind is int and abs(value) < _INT_LIMIT:
-            return str(value).encode("ascii"), FLAG_INT
+            try:
+                return str(value).encode("ascii"), FLAG_INT
+            except ValueError:
+                pass  # over a lowered sys.get_int_max_str_digits(): json.dumps refuses it below
         problem = _json_problem(value, "value")
         if problem is not None:
             where, bad = problem
@@ -228,7 +231,12 @@ class PickleSerde:
     def serialize(self, key: str | bytes, value: Any) -> tuple[bytes, int]:
         kind = type(value)
         if kind is bytes or kind is str or kind is int:
-            return _JSON.serialize(key, value)
+            try:
+                return _JSON.serialize(key, value)
+            except SerializationError:
+                if kind is not int:
+                    raise
+                # An int too long to print as text (sys.get_int_max_str_digits()): pickle it.
         try:
             return pickle.dumps(value, protocol=self.protocol), FLAG_PICKLE
         except Exception as exc:

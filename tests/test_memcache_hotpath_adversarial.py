@@ -3,14 +3,27 @@ replaces (the same values, the same refusals and error types), also at the edges
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from memcache_fixtures import close_clients, needs_memcached, server1, track
+from pymemcache.client.base import Client
 
-from batchq.memcache import Cache, JsonSerde, LocalClient, PickleSerde, SerializationError
+from batchq.memcache import (
+    Cache,
+    InvalidKeyError,
+    JsonSerde,
+    LocalClient,
+    PickleSerde,
+    SerializationError,
+)
 from batchq.memcache._serde import FLAG_INT, FLAG_JSON, FLAG_PICKLE
+from batchq.testing import MemcachedServer
+
+__all__ = ["close_clients", "server1"]  # fixtures, imported for pytest
 
 
 @pytest.fixture
@@ -67,3 +80,47 @@ def test_a_pickle_cache_round_trips_a_huge_int() -> None:
     cache = Cache(LocalClient(), serde=PickleSerde())
     assert cache.set("k", value) is True
     assert cache.get("k") == value
+
+
+# -- the key check's ASCII shortcut: the client's own prefix ---------------------------------------
+
+
+@needs_memcached
+@pytest.mark.memcached
+@pytest.mark.parametrize("prefix", [b"a b:", b"p\n", b"t\x00"])
+def test_a_client_prefix_memcached_cannot_carry_is_refused_for_every_key_form(
+    server1: MemcachedServer, prefix: bytes
+) -> None:
+    # Cache.encode_key's shortcut for printable-ASCII str keys checked the key and the Cache's own
+    # key_prefix only: under a client whose key_prefix holds whitespace, b"k" and "café" raised
+    # InvalidKeyError naming the prefix, while "k" went out, was refused by pymemcache as a
+    # "server fault" and read as a silent miss (writes: False). Now the Cache refuses the client's
+    # prefix when it is made, as the slow path does at each key.
+    client = track(Client(server1.address, key_prefix=prefix, connect_timeout=2, timeout=2))
+    with pytest.raises(InvalidKeyError, match=f"prefix {re.escape(repr(prefix))}"):
+        Cache(client)
+    with pytest.raises(InvalidKeyError, match="prefix"):
+        Cache(client, key_prefix="v2:")
+    with pytest.raises(InvalidKeyError, match="prefix"):
+        Cache(LocalClient(key_prefix=prefix))
+
+
+@needs_memcached
+@pytest.mark.memcached
+def test_a_valid_client_prefix_reads_alike_through_every_key_form(server1: MemcachedServer) -> None:
+    client = track(Client(server1.address, key_prefix=b"app:", connect_timeout=2, timeout=2))
+    cache = Cache(client, key_prefix="v1:", on_error="raise")
+    assert cache.set("k", 1) is True
+    assert cache.set("caf\u00e9", 2) is True
+    assert [
+        cache.get("k"),
+        cache.get(b"k"),
+        cache.get("caf\u00e9"),
+        cache.get("caf\u00e9".encode()),
+    ] == [
+        1,
+        1,
+        2,
+        2,
+    ]
+    assert track(Client(server1.address)).get(b"app:v1:k") is not None

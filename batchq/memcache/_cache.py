@@ -132,8 +132,10 @@ class Cache:
         self.max_value_size = max_value_size
         self._client_prefix: bytes = _pymemcache.client_prefix(client)
         self.key_prefix = key_prefix
-        if key_prefix:
-            encode_key(b"x", self._client_prefix + key_prefix)  # refuse a bad prefix now
+        if self._client_prefix or key_prefix:
+            # Refuse a bad prefix now, the client's own included: encode_key's shortcut for
+            # printable-ASCII keys does not look at the prefixes again.
+            encode_key(b"x", self._client_prefix + key_prefix)
         # How long a key may be once both prefixes are added (for encode_key's fast path).
         self._key_room = MAX_KEY_LENGTH - len(self._client_prefix) - len(key_prefix)
         self.name = name if name is not None else f"Cache({_pymemcache.describe_client(client)})"

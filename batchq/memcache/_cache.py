@@ -221,7 +221,10 @@ class Cache:
         if len(memo) >= _KEY_MEMO_SIZE:
             memo.clear()
         # Only str and bytes reach here (encode_key refused the rest); 1 and True never share.
-        memo[key] = raw
+        try:
+            memo[key] = raw
+        except TypeError:
+            pass  # a str or bytes subclass that is unhashable: valid, but not remembered
         return raw
 
     def _pack(self, key: str | bytes, value: Any) -> bytes:

@@ -9,9 +9,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from memcache_fixtures import close_clients, needs_memcached, server1, track
 from pymemcache.client.base import Client
 
+import batchq
 from batchq.memcache import (
     Cache,
     InvalidKeyError,
@@ -21,6 +24,7 @@ from batchq.memcache import (
     PickleSerde,
     SerializationError,
 )
+from batchq.memcache._keys import encode_key
 from batchq.memcache._serde import FLAG_INT, FLAG_JSON, FLAG_PICKLE
 from batchq.testing import MemcachedServer
 
@@ -157,3 +161,93 @@ def test_a_key_encode_key_refuses_is_refused_after_an_equal_bytes_key_was_read()
     assert cache.get(b"k") is None
     with pytest.raises(KeyTypeError):
         cache.get(memoryview(b"k"))  # type: ignore[arg-type]
+
+
+_keys = st.one_of(
+    st.text(max_size=260),
+    st.text(alphabet=st.characters(max_codepoint=127), max_size=260),
+    st.binary(max_size=260),
+    st.sampled_from(["h:x", "h:" + "a" * 64, "a" * 250, "a" * 247, "a" * 246, "k", b"k"]),
+)
+
+
+def _outcome(func: Any, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+    try:
+        return ("value", func(*args, **kwargs))
+    except Exception as e:
+        return ("error", type(e), str(e))
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(_keys, max_size=6),
+    st.sampled_from([b"", b"p:", b"x" * 10]),
+    st.sampled_from([b"", b"c:"]),
+    st.booleans(),
+)
+def test_the_key_shortcut_and_memo_encode_like_encode_key(
+    keys: list[str | bytes], prefix: bytes, client_prefix: bytes, hash_long_keys: bool
+) -> None:
+    # Each key twice: the first time through the ASCII shortcut or encode_key, then the memo.
+    cache = Cache(
+        LocalClient(key_prefix=client_prefix), key_prefix=prefix, hash_long_keys=hash_long_keys
+    )
+    for key in keys + keys:
+        expected = _outcome(encode_key, key, client_prefix + prefix, hash_long_keys=hash_long_keys)
+        if expected[0] == "value":
+            expected = ("value", expected[1][len(client_prefix) :])
+        assert _outcome(cache.encode_key, key) == expected, key
+
+
+# -- Cache.get's inlined lookup agrees with _lookup (get with a default, get_many) -----------------
+
+_MISSING: Any = object()
+_op = st.tuples(
+    st.sampled_from(["set", "set and wait", "delete", "read"]),
+    st.sampled_from(["a", "b", b"a"]),
+    st.integers(0, 3),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 3)), max_size=3),
+    st.lists(st.lists(_op, max_size=8), max_size=3),
+)
+def test_the_inlined_get_reads_what_lookup_reads_and_the_runs_own_writes(
+    stored: list[tuple[str, int]], runs: list[list[tuple[str, str | bytes, int]]]
+) -> None:
+    cache = Cache(LocalClient())
+    for key, value in stored:
+        cache.set(key, value)
+
+    @batchq.asynq()
+    def run(ops: list[tuple[str, str | bytes, int]]) -> Any:
+        written: dict[str, Any] = {}  # this run's writes, by the key's text
+        for kind, key, value in ops:
+            name = key.decode() if isinstance(key, bytes) else key
+            if kind == "set":
+                cache.set.asynq(key, value)  # not waited on: read back from the overlay
+                written[name] = value
+            elif kind == "set and wait":
+                yield cache.set.asynq(key, value)
+                written[name] = value
+            elif kind == "delete":
+                cache.delete.asynq(key)
+                written[name] = _MISSING
+            else:
+                before = cache.stats().overlay_hits
+                hot, with_default, many = yield [
+                    cache.get.asynq(key),
+                    cache.get.asynq(key, default=_MISSING),
+                    cache.get_many.asynq([key]),
+                ]
+                assert hot == (None if with_default is _MISSING else with_default)
+                assert (with_default is _MISSING) == (key not in many)
+                # A key this run wrote is read from its overlay by all three, never the server.
+                assert cache.stats().overlay_hits - before == (3 if name in written else 0)
+                if name in written:
+                    assert with_default == written[name]
+
+    for ops in runs:
+        run(ops)

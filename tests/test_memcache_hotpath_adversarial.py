@@ -251,3 +251,23 @@ def test_the_inlined_get_reads_what_lookup_reads_and_the_runs_own_writes(
 
     for ops in runs:
         run(ops)
+
+
+# -- the client's serde: bytes exactly, or no read could ever settle ------------------------------
+
+
+class BytearraySerde:
+    """A client serde that hands back a bytearray: equal to the bytes it was given."""
+
+    def serialize(self, key: str | bytes, value: Any) -> tuple[bytes, int]:
+        return bytes(value), 0
+
+    def deserialize(self, key: str | bytes, data: bytes, flags: int) -> Any:
+        return bytearray(data)
+
+
+def test_a_client_serde_that_returns_a_bytearray_is_refused_when_the_cache_is_made() -> None:
+    # The probe compared with ==, which a bytearray passes; decode_reads' header lookup and the
+    # full path take bytes only, so every read then failed with "no batchq Cache wrote" (a lie).
+    with pytest.raises(SerializationError, match=r"does not hand back.*bytearray"):
+        Cache(LocalClient(serde=BytearraySerde()), serde=JsonSerde())

@@ -258,10 +258,12 @@ def check_client_serdes(client: Any, chosen: Serde | None) -> None:
                 back = serde.deserialize(b"probe", data, flags)
             except Exception as e:
                 back = e
-            if back != _PROBE:
+            # bytes exactly: a bytearray or memoryview compares equal, but the envelope readers
+            # take bytes only, so every read would fail as "not written by a Cache".
+            if type(back) is not bytes or back != _PROBE:
                 msg = (
                     f"the client's serde {serde!r} does not hand back the bytes it was given "
-                    f"(got {back!r}); the Cache stores bytes it serialized itself, so create the "
-                    "client without a serde"
+                    f"(got a {type(back).__name__}: {back!r}); the Cache stores bytes it "
+                    "serialized itself, so create the client without a serde"
                 )
                 raise SerializationError(msg)

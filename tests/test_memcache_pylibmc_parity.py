@@ -510,8 +510,9 @@ def test_compressed_values_differ_as_documented(server1: MemcachedServer) -> Non
     writer = track(Client(server1.address))
     Cache(writer, key_prefix=b"src:").set("v", "w" * 4096)
     packed = writer.get(b"src:v")
-    # Undocumented: max_value_size does not bound what pylibmc reads. A 9 KB item expands to
-    # 8 MiB (zlib reaches ~1000:1, so a 1 MiB item costs every reader ~1 GB).
+    # Documented (docs/memcache.md, compressed values): max_value_size does not bound what
+    # pylibmc reads. A 9 KB item expands to 8 MiB (zlib reaches ~1000:1, so a 1 MiB item costs
+    # every reader ~1 GB).
     bomb = zlib.compress(packed[:7] + b"w" * (8 * 2**20), 9)
     for key, data, flags in [
         (b"z:good", zlib.compress(packed), 8),
@@ -642,8 +643,9 @@ def test_several_servers_differ_as_documented(three_pairs: dict[str, Any]) -> No
         assert cache.get_many(list(data)) == data
         calls = cache.stats().get_many_calls
         if kind == "pymemcache":
-            # Undocumented: libmemcached's hashing (modula by default) is not HashClient's, so
-            # with several servers a pylibmc Cache misses keys a HashClient Cache wrote.
+            # Documented (docs/memcache.md): libmemcached's hashing (modula by default) is not
+            # HashClient's, so with several servers a pylibmc Cache misses keys a HashClient
+            # Cache wrote.
             crossed = Cache(client("pylibmc", *servers)).get_many(list(data))
             assert 0 < len(crossed) < len(data)
         servers[1].stop(graceful=False)
@@ -656,6 +658,6 @@ def test_several_servers_differ_as_documented(three_pairs: dict[str, Any]) -> No
     assert 0 < errors < 60
     assert len(names) == 3
     # pylibmc: one request for the three servers; a dead one fails every key of the round.
-    # Undocumented: stats().servers has one entry, named by the three addresses together.
+    # Documented: stats().servers has one entry, named by the three addresses together.
     ports = ", ".join(f"127.0.0.1:{s.port}" for s in three_pairs["pylibmc"])
     assert seen["pylibmc"] == (1, 0, 60, 60, [ports])

@@ -103,6 +103,17 @@ def values(keys: list[Any]) -> list[str]:
     return [f"v{k}" for k in keys]
 
 
+def logged_loader() -> tuple[Loader[int, str], list[list[int]]]:
+    """A loader of ``values``, and the log of the keys of each of its fetches."""
+    calls: list[list[int]] = []
+
+    def fetch(keys: list[int]) -> list[str]:
+        calls.append(list(keys))
+        return values(keys)
+
+    return Loader(fetch), calls
+
+
 @asynq()
 def child(loader: Loader[Any, Any], key: Any) -> Generator[Any, Any, Any]:
     return (yield loader.load.asynq(key))
@@ -365,13 +376,7 @@ def test_a_synchronous_load_inside_a_task_flushes_the_round_with_its_absorbed_ta
     in a nested run: the absorbed tasks of that batch are pushed back to the outer scheduler."""
 
     def scenario() -> Any:
-        calls: list[list[int]] = []
-
-        def fetch(keys: list[int]) -> list[str]:
-            calls.append(list(keys))
-            return values(keys)
-
-        loader = Loader(fetch)
+        loader, calls = logged_loader()
 
         @asynq()
         def sync_inside() -> Generator[Any, Any, Any]:
@@ -393,13 +398,7 @@ def test_a_nested_run_that_yields_the_outer_rounds_items() -> None:
     and must wake it in the nested run."""
 
     def scenario() -> Any:
-        calls: list[list[int]] = []
-
-        def fetch(keys: list[int]) -> list[str]:
-            calls.append(list(keys))
-            return values(keys)
-
-        loader = Loader(fetch)
+        loader, calls = logged_loader()
 
         @asynq()
         def pop_one(box: list[Any]) -> Generator[Any, Any, Any]:
@@ -909,13 +908,7 @@ def test_an_interrupt_in_a_chunk_closes_delivered_and_absorbed_tasks_alike(where
 
 def test_a_task_that_cancels_the_rounds_batch_fails_its_absorbed_waiters() -> None:
     def scenario() -> Any:
-        calls: list[list[int]] = []
-
-        def fetch(keys: list[int]) -> list[str]:
-            calls.append(list(keys))
-            return values(keys)
-
-        loader = Loader(fetch)
+        loader, calls = logged_loader()
 
         @asynq()
         def guarded(key: int) -> Generator[Any, Any, Any]:
@@ -946,13 +939,7 @@ def test_a_context_failing_while_its_task_is_absorbed(context: str) -> None:
     fetched, and the other tasks get their values."""
 
     def scenario() -> Any:
-        calls: list[list[int]] = []
-
-        def fetch(keys: list[int]) -> list[str]:
-            calls.append(list(keys))
-            return values(keys)
-
-        loader: Loader[int, Any] = Loader(fetch)
+        loader, calls = logged_loader()
 
         class Fragile(AsyncContext):
             resumes = 0
@@ -1002,13 +989,7 @@ def test_tasks_resume_in_the_same_order() -> None:
 
     def scenario() -> Any:
         log: list[Any] = []
-        calls: list[list[int]] = []
-
-        def fetch(keys: list[int]) -> list[str]:
-            calls.append(list(keys))
-            return values(keys)
-
-        loader: Loader[int, Any] = Loader(fetch)
+        loader, calls = logged_loader()
         kept: list[Any] = []
 
         @asynq()

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from test_absorb_adversarial import FailsOnSecondResume, both_ways
+from test_absorb_adversarial import FailsOnSecondResume, both_ways, logged_loader
 
 import batchq
 import batchq.debug
@@ -372,13 +372,7 @@ def test_items_of_a_keyed_and_an_asynq_style_batch_interleaved_in_one_drive(patt
     def scenario() -> Any:
         KVBatch.active = None
         KVBatch.flushed = []
-        calls: list[list[int]] = []
-
-        def fetch(keys: list[int]) -> list[str]:
-            calls.append(list(keys))
-            return [f"v{k}" for k in keys]
-
-        loader: Loader[int, str] = Loader(fetch)
+        loader, calls = logged_loader()
 
         @asynq()
         def two_rounds(kind: str, k: int) -> Generator[Any, Any, Any]:
@@ -408,13 +402,7 @@ def test_a_key_absorbed_then_requested_and_yielded_by_another_task() -> None:
     every task its value, the first one woken through the item."""
 
     def scenario() -> Any:
-        calls: list[list[int]] = []
-
-        def fetch(keys: list[int]) -> list[str]:
-            calls.append(list(keys))
-            return [f"v{k}" for k in keys]
-
-        loader: Loader[int, str] = Loader(fetch)
+        loader, calls = logged_loader()
 
         @asynq()
         def late(k: int) -> Generator[Any, Any, Any]:

@@ -322,15 +322,6 @@ class PylibmcPool:
     ) -> bool | None:
         return self._call("cas", key, value, cas, expire)  # type: ignore[no-any-return]
 
-    def get(self, key: bytes, default: Any = None) -> Any:
-        return self._call("get", key, default)
-
-    def set(self, key: bytes, value: bytes, expire: int = 0) -> bool:
-        return self._call("set", key, value, expire)  # type: ignore[no-any-return]
-
-    def delete(self, key: bytes) -> bool:
-        return self._call("delete", key)  # type: ignore[no-any-return]
-
     def __getattr__(self, name: str) -> Any:
         # Any other pylibmc method (get_stats, flush_all, touch, incr, ...) on a lent client.
         # (Read through __dict__: on a pool not yet initialized, "clients" itself is missing.)
